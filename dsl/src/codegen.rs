@@ -1,0 +1,510 @@
+//! Code generation: a checked [`Model`] to Rust tokens. It cannot fail: if it
+//! wanted to report an error, a check would be missing.
+//!
+//! Generated code reaches the runtime only through `::switchyard::__private`,
+//! and wraps its trait impls in `const _: () = { ... };`.
+
+use proc_macro2::{Ident, Literal, Span, TokenStream};
+use quote::{format_ident, quote};
+
+use crate::ast::{self, BinaryOp, ExprKind, Lit, StateKind, UnaryOp};
+use crate::model::*;
+
+/// The Rust items of every process in the model.
+pub fn codegen(model: &Model) -> TokenStream {
+    model.processes.iter().map(process).collect()
+}
+
+/// The names of the items generated for one process.
+struct Names {
+    process: Ident,
+    state: Ident,
+    data: Ident,
+    input: Ident,
+    output: Ident,
+}
+
+fn ident(name: &str) -> Ident {
+    Ident::new(name, Span::call_site())
+}
+
+fn process(p: &ProcessModel) -> TokenStream {
+    let name = &p.name.node;
+    let names = Names {
+        process: ident(name),
+        state: format_ident!("{name}State"),
+        data: format_ident!("{name}Data"),
+        input: format_ident!("{name}Input"),
+        output: format_ident!("{name}Output"),
+    };
+    let Names {
+        process,
+        state,
+        data,
+        input,
+        output,
+    } = &names;
+    let private = quote!(::switchyard::__private);
+    let docs = doc_attrs(&p.docs);
+    let key = ty(&p.key_type);
+
+    let state_variants: Vec<Ident> = p.states.iter().map(|s| ident(&s.name.node)).collect();
+    let state_docs: Vec<TokenStream> = p.states.iter().map(|s| doc_attrs(&s.docs)).collect();
+    let initial = &state_variants[p.initial];
+    let finals: Vec<&Ident> = p
+        .states
+        .iter()
+        .zip(&state_variants)
+        .filter(|(s, _)| s.kind == StateKind::Final)
+        .map(|(_, v)| v)
+        .collect();
+    let is_final = if finals.is_empty() {
+        quote!(false)
+    } else {
+        quote!(::core::matches!(state, #(#state::#finals)|*))
+    };
+
+    let input_types: Vec<Ident> = p.inputs.iter().map(|i| ident(&i.name.node)).collect();
+    let key_fields: Vec<Ident> = p.inputs.iter().map(|i| ident(&i.key_field.node)).collect();
+    let command_types: Vec<TokenStream> = p.commands.iter().map(type_path).collect();
+    let command_variants: Vec<Ident> = p.commands.iter().map(|c| ident(&c.name().node)).collect();
+
+    let mut arms = Vec::new();
+    for (s, variant) in p.states.iter().zip(&state_variants) {
+        for (handling, input_variant) in s.table.iter().zip(&input_types) {
+            let body = match handling {
+                Handling::Ignored(_) | Handling::Completed => {
+                    quote!(#private::Decision::ignored(state))
+                }
+                Handling::Handled(handlers) => handled(p, &names, handlers),
+            };
+            let binding = match handling {
+                Handling::Handled(_) => quote!(event),
+                _ => quote!(_),
+            };
+            arms.push(quote!((#state::#variant, #input::#input_variant(#binding)) => { #body }));
+        }
+    }
+
+    let description = description(p);
+    let process_name = name.as_str();
+    let output_name = if command_variants.is_empty() {
+        quote!(match *self {})
+    } else {
+        quote!(match self { #(#output::#command_variants(_) => <#command_types as #private::Command>::NAME,)* })
+    };
+    let output_body = if command_variants.is_empty() {
+        quote!(match self {})
+    } else {
+        quote!(match self { #(#output::#command_variants(command) => #private::Body::value(command),)* })
+    };
+
+    quote! {
+        #docs
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        pub struct #process;
+
+        #[doc = concat!("The states of [`", #process_name, "`].")]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::switchyard::__private::serde")]
+        pub enum #state {
+            #(#state_docs #state_variants,)*
+        }
+
+        impl #state {
+            /// Every state, in declaration order.
+            pub const ALL: &'static [#state] = &[#(#state::#state_variants),*];
+        }
+
+        #[doc = concat!("What an instance of [`", #process_name, "`] remembers.")]
+        #[derive(Clone, Debug, Default, PartialEq, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::switchyard::__private::serde")]
+        pub struct #data {}
+
+        #[doc = concat!("The inputs of [`", #process_name, "`]: one variant per event type.")]
+        #[derive(Clone, Debug)]
+        pub enum #input {
+            #(#input_types(#input_types),)*
+        }
+
+        #[doc = concat!("The messages [`", #process_name, "`] sends: one variant per command type.")]
+        #[derive(Clone, Debug)]
+        pub enum #output {
+            #(#command_variants(#command_types),)*
+        }
+
+        const _: () = {
+            #(
+                impl ::core::convert::From<#input_types> for #input {
+                    fn from(event: #input_types) -> Self {
+                        #input::#input_types(event)
+                    }
+                }
+
+                impl #private::Handles<#input_types> for #process {
+                    fn correlate(event: &#input_types) -> &#key {
+                        &event.#key_fields
+                    }
+                }
+            )*
+
+            impl #private::Outgoing for #output {
+                fn name(&self) -> &'static str {
+                    #output_name
+                }
+
+                fn kind(&self) -> #private::MessageKind {
+                    #private::MessageKind::Command
+                }
+
+                fn into_body(self) -> #private::Body {
+                    #output_body
+                }
+            }
+
+            impl #private::Process for #process {
+                const NAME: &'static str = #process_name;
+                const INITIAL: #state = #state::#initial;
+
+                type State = #state;
+                type Data = #data;
+                type Key = #key;
+                type Input = #input;
+                type Output = #output;
+
+                fn is_final(state: #state) -> bool {
+                    #is_final
+                }
+
+                #[allow(unused_variables, clippy::match_single_binding)]
+                fn decide(
+                    state: #state,
+                    data: &#data,
+                    input: &#input,
+                    ctx: &#private::Context<'_, #key>,
+                ) -> #private::Decision<Self> {
+                    let id: &#key = ctx.key;
+                    let now = ctx.now;
+                    match (state, input) {
+                        #(#arms)*
+                    }
+                }
+
+                fn routes() -> &'static [#private::Route<Self>] {
+                    const ROUTES: &[#private::Route<#process>] = &[
+                        #(#private::Route {
+                            event: <#input_types as #private::Event>::NAME,
+                            decode: #private::route::<#process, #input_types>,
+                        },)*
+                    ];
+                    ROUTES
+                }
+
+                fn description() -> &'static #private::Description {
+                    #description
+                }
+            }
+        };
+    }
+}
+
+/// The handlers of one input in one state: guards tried in order, the last
+/// handler unguarded (the checker proves it).
+fn handled(p: &ProcessModel, names: &Names, handlers: &[HandlerModel]) -> TokenStream {
+    let mut chain = TokenStream::new();
+    for (i, handler) in handlers.iter().enumerate() {
+        let body = handler_body(p, names, handler);
+        let branch = match &handler.guard {
+            Some(guard) if i + 1 < handlers.len() || handlers.len() > 1 => {
+                let guard = expr(guard, Mode::Place);
+                quote!(if #guard { #body })
+            }
+            _ => quote!({ #body }),
+        };
+        if i == 0 {
+            chain = branch;
+        } else {
+            chain = quote!(#chain else #branch);
+        }
+    }
+    chain
+}
+
+fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> TokenStream {
+    let private = quote!(::switchyard::__private);
+    let Names { state, output, .. } = names;
+    let sends: Vec<TokenStream> = handler
+        .actions
+        .iter()
+        .map(|action| match action {
+            Action::Send {
+                command, fields, ..
+            } => {
+                let path = type_path(&p.commands[*command]);
+                let variant = ident(&p.commands[*command].name().node);
+                let value = match fields {
+                    Some(fields) => {
+                        let fields = fields.iter().map(field_init);
+                        quote!(#path { #(#fields,)* })
+                    }
+                    None => quote!(#path),
+                };
+                quote!(outputs.push(#output::#variant(#value));)
+            }
+        })
+        .collect();
+    let next = match handler.target {
+        Some(target) => {
+            let target = ident(&p.states[target].name.node);
+            quote!(#state::#target)
+        }
+        None => quote!(state),
+    };
+    let capacity = sends.len();
+    let outputs = if sends.is_empty() {
+        quote!(let outputs = ::std::vec::Vec::new();)
+    } else {
+        quote!(let mut outputs = ::std::vec::Vec::with_capacity(#capacity);)
+    };
+    quote! {
+        #outputs
+        #(#sends)*
+        #private::Decision::handled(#next, ::core::option::Option::None, outputs)
+    }
+}
+
+fn field_init(field: &ast::FieldInit) -> TokenStream {
+    let name = ident(&field.name.node);
+    let value = expr(&field.value, Mode::Value);
+    quote!(#name: #value)
+}
+
+/// Whether an expression is read in place (compared, or a method's receiver)
+/// or taken as a value, which clones paths into `event` and `data` since
+/// `decide` only borrows them.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Place,
+    Value,
+}
+
+fn expr(e: &ast::Expr, mode: Mode) -> TokenStream {
+    let tokens = match &e.kind {
+        ExprKind::Lit(lit) => return literal(lit),
+        ExprKind::Name(name) if name == "id" => quote!((*id)),
+        ExprKind::Name(name) => {
+            let name = ident(name);
+            quote!(#name)
+        }
+        ExprKind::Path(segments) => {
+            let segments = segments.iter().map(|s| ident(&s.node));
+            return quote!(#(#segments)::*);
+        }
+        ExprKind::Field(base, field) => {
+            let base = expr(base, Mode::Place);
+            let field = match field.node.parse::<usize>() {
+                Ok(index) => {
+                    let index = Literal::usize_unsuffixed(index);
+                    quote!(#index)
+                }
+                Err(_) => {
+                    let field = ident(&field.node);
+                    quote!(#field)
+                }
+            };
+            quote!(#base.#field)
+        }
+        ExprKind::Call(callee, args) => {
+            let callee = expr(callee, Mode::Place);
+            let args = args.iter().map(|a| expr(a, Mode::Value));
+            return quote!(#callee(#(#args),*));
+        }
+        ExprKind::MethodCall(receiver, method, args) => {
+            let receiver = expr(receiver, Mode::Place);
+            let method = ident(&method.node);
+            let args = args.iter().map(|a| expr(a, Mode::Value));
+            return quote!(#receiver.#method(#(#args),*));
+        }
+        ExprKind::Struct(path, fields) => {
+            let path = type_path(path);
+            let fields = fields.iter().map(field_init);
+            return quote!(#path { #(#fields,)* });
+        }
+        ExprKind::Unary(op, operand) => {
+            let operand = expr(operand, Mode::Value);
+            return match op {
+                UnaryOp::Not => quote!((!#operand)),
+                UnaryOp::Neg => quote!((-#operand)),
+            };
+        }
+        ExprKind::Binary(op, left, right) => {
+            let operands = if op.is_comparison() {
+                Mode::Place
+            } else {
+                Mode::Value
+            };
+            let left = expr(left, operands);
+            let right = expr(right, operands);
+            let op = binary_op(*op);
+            return quote!((#left #op #right));
+        }
+        ExprKind::List(items) => {
+            let items = items.iter().map(|i| expr(i, Mode::Value));
+            return quote!(::std::vec![#(#items),*]);
+        }
+        ExprKind::Paren(inner) => {
+            let inner = expr(inner, mode);
+            return quote!((#inner));
+        }
+    };
+    // Only names and field paths reach here: clone them when taken by value.
+    if mode == Mode::Value && is_borrowed_place(e) {
+        quote!(::core::clone::Clone::clone(&#tokens))
+    } else {
+        tokens
+    }
+}
+
+/// Paths rooted at what `decide` borrows: `event`, `data` and `id`.
+fn is_borrowed_place(e: &ast::Expr) -> bool {
+    match &e.kind {
+        ExprKind::Name(name) => matches!(name.as_str(), "event" | "data" | "id"),
+        ExprKind::Field(base, _) => is_borrowed_place(base),
+        _ => false,
+    }
+}
+
+fn literal(lit: &Lit) -> TokenStream {
+    match lit {
+        Lit::Int(value) => {
+            let lit = Literal::u128_unsuffixed(*value);
+            quote!(#lit)
+        }
+        Lit::Float(text) => {
+            let lit = text
+                .parse::<f64>()
+                .map_or_else(|_| Literal::f64_unsuffixed(0.0), Literal::f64_unsuffixed);
+            quote!(#lit)
+        }
+        Lit::Str(text) => {
+            let lit = Literal::string(&unescape(text));
+            quote!(::std::string::String::from(#lit))
+        }
+        Lit::Bool(true) => quote!(true),
+        Lit::Bool(false) => quote!(false),
+    }
+}
+
+/// The escapes the language shares with Rust strings.
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('r') => out.push('\r'),
+            Some('0') => out.push('\0'),
+            Some(other) => out.push(other),
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
+fn binary_op(op: BinaryOp) -> TokenStream {
+    match op {
+        BinaryOp::Or => quote!(||),
+        BinaryOp::And => quote!(&&),
+        BinaryOp::Eq => quote!(==),
+        BinaryOp::Ne => quote!(!=),
+        BinaryOp::Lt => quote!(<),
+        BinaryOp::Le => quote!(<=),
+        BinaryOp::Gt => quote!(>),
+        BinaryOp::Ge => quote!(>=),
+        BinaryOp::Add => quote!(+),
+        BinaryOp::Sub => quote!(-),
+        BinaryOp::Mul => quote!(*),
+        BinaryOp::Div => quote!(/),
+        BinaryOp::Rem => quote!(%),
+    }
+}
+
+fn ty(t: &ast::Type) -> TokenStream {
+    match t {
+        ast::Type::Path(path) => type_path(path),
+        ast::Type::Tuple(items, _) => {
+            let items = items.iter().map(ty);
+            quote!((#(#items,)*))
+        }
+    }
+}
+
+fn type_path(path: &ast::TypePath) -> TokenStream {
+    let segments = path.segments.iter().map(|s| ident(&s.node));
+    if path.args.is_empty() {
+        quote!(#(#segments)::*)
+    } else {
+        let args = path.args.iter().map(ty);
+        quote!(#(#segments)::* < #(#args),* >)
+    }
+}
+
+fn doc_attrs(docs: &[String]) -> TokenStream {
+    docs.iter().map(|line| quote!(#[doc = #line])).collect()
+}
+
+fn description(p: &ProcessModel) -> TokenStream {
+    let private = quote!(::switchyard::__private);
+    let name = &p.name.node;
+    let docs = p.docs.join("\n");
+    let states = p.states.iter().map(|s| {
+        let name = &s.name.node;
+        let docs = s.docs.join("\n");
+        let kind = match s.kind {
+            StateKind::Initial => quote!(Initial),
+            StateKind::Normal => quote!(Normal),
+            StateKind::Final => quote!(Final),
+        };
+        quote!(#private::StateDescription { name: #name, kind: #private::StateKind::#kind, docs: #docs })
+    });
+    let inputs = p.inputs.iter().map(|i| {
+        let ty = ident(&i.name.node);
+        quote!(<#ty as #private::Event>::NAME)
+    });
+    let mut transitions = Vec::new();
+    for s in &p.states {
+        for (handling, input) in s.table.iter().zip(&p.inputs) {
+            let Handling::Handled(handlers) = handling else {
+                continue;
+            };
+            for handler in handlers {
+                let from = &s.name.node;
+                let to = handler.target.map_or(from, |t| &p.states[t].name.node);
+                let input = &input.name.node;
+                let guarded = handler.guard.is_some();
+                let sends = handler
+                    .actions
+                    .iter()
+                    .map(|Action::Send { command, .. }| p.commands[*command].name().node.clone());
+                transitions.push(quote!(#private::Transition {
+                    from: #from, input: #input, guarded: #guarded, to: #to, sends: &[#(#sends),*],
+                }));
+            }
+        }
+    }
+    quote! {
+        static DESCRIPTION: #private::Description = #private::Description {
+            name: #name,
+            docs: #docs,
+            states: &[#(#states),*],
+            inputs: &[#(#inputs),*],
+            transitions: &[#(#transitions),*],
+        };
+        &DESCRIPTION
+    }
+}

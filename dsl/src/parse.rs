@@ -1,0 +1,580 @@
+//! Text to syntax tree. pest's `Pair` and `Rule` never leave this module:
+//! the rest of the compiler sees only [`crate::ast`] and [`Diagnostic`]s, and a
+//! pest error is turned into words here (what was expected, what was found,
+//! and a `help:` where the fix is obvious).
+
+use pest::Parser as _;
+use pest::iterators::Pair;
+use pest::pratt_parser::{Assoc, Op, PrattParser};
+
+use crate::ast::*;
+use crate::diagnostic::Diagnostic;
+use crate::span::{Span, Spanned};
+
+#[derive(pest_derive::Parser)]
+#[grammar = "grammar.pest"]
+struct Grammar;
+
+/// Deeper nesting of brackets than this is refused before pest sees the text,
+/// so that absurd input is an error rather than a stack overflow.
+const MAX_NESTING: usize = 64;
+
+/// Parses a whole file. On a syntax error the tree is empty and the one
+/// diagnostic says where and why.
+pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
+    if let Some(diagnostic) = check_nesting(text) {
+        return (
+            File {
+                processes: Vec::new(),
+            },
+            vec![diagnostic],
+        );
+    }
+    pest::set_error_detail(true);
+    match Grammar::parse(Rule::file, text) {
+        Ok(mut pairs) => {
+            let file = pairs.next().expect("`file` is the top rule");
+            let processes = children(file)
+                .filter(|p| p.as_rule() == Rule::process)
+                .map(process)
+                .collect();
+            (File { processes }, Vec::new())
+        }
+        Err(error) => (
+            File {
+                processes: Vec::new(),
+            },
+            vec![syntax_error(text, &error)],
+        ),
+    }
+}
+
+fn check_nesting(text: &str) -> Option<Diagnostic> {
+    let mut depth = 0usize;
+    for (offset, byte) in text.bytes().enumerate() {
+        match byte {
+            b'(' | b'[' | b'{' | b'<' => depth += 1,
+            b')' | b']' | b'}' | b'>' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        if depth > MAX_NESTING {
+            return Some(
+                Diagnostic::error(
+                    "syntax",
+                    Span::new(offset, offset + 1),
+                    format!("brackets nested more than {MAX_NESTING} deep"),
+                )
+                .with_help("split the expression, or move the computation into a Rust function"),
+            );
+        }
+    }
+    None
+}
+
+/// The children of a pair, without keyword tokens.
+fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
+    pair.into_inner()
+        .filter(|p| keyword_word(p.as_rule()).is_none())
+}
+
+/// The word a keyword rule matches.
+fn keyword_word(rule: Rule) -> Option<&'static str> {
+    Some(match rule {
+        Rule::kw_process => "process",
+        Rule::kw_correlate => "correlate",
+        Rule::kw_by => "by",
+        Rule::kw_initial => "initial",
+        Rule::kw_final => "final",
+        Rule::kw_state => "state",
+        Rule::kw_on => "on",
+        Rule::kw_when => "when",
+        Rule::kw_ignore => "ignore",
+        Rule::kw_send => "send",
+        Rule::kw_true => "true",
+        Rule::kw_false => "false",
+        _ => return None,
+    })
+}
+
+fn span(pair: &Pair<'_, Rule>) -> Span {
+    let s = pair.as_span();
+    Span::new(s.start(), s.end())
+}
+
+fn ident(pair: Pair<'_, Rule>) -> Ident {
+    Spanned::new(pair.as_str().to_owned(), span(&pair))
+}
+
+fn doc_text(pair: &Pair<'_, Rule>) -> String {
+    let text = pair.as_str().trim_start_matches("///");
+    text.strip_prefix(' ').unwrap_or(text).trim_end().to_owned()
+}
+
+fn process(pair: Pair<'_, Rule>) -> Process {
+    let span = span(&pair);
+    let mut docs = Vec::new();
+    let mut name = None;
+    let mut items = Vec::new();
+    for inner in children(pair) {
+        match inner.as_rule() {
+            Rule::doc => docs.push(doc_text(&inner)),
+            Rule::ident => name = Some(ident(inner)),
+            Rule::correlate_default => {
+                let span = self::span(&inner);
+                let mut parts = children(inner);
+                let field = ident(parts.next().expect("field"));
+                let ty = ty(parts.next().expect("type"));
+                items.push(ProcessItem::CorrelateDefault { field, ty, span });
+            }
+            Rule::correlate_event => {
+                let span = self::span(&inner);
+                let mut parts = children(inner);
+                let event = ident(parts.next().expect("event"));
+                let field = ident(parts.next().expect("field"));
+                items.push(ProcessItem::CorrelateEvent { event, field, span });
+            }
+            Rule::state => items.push(ProcessItem::State(state(inner))),
+            rule => unreachable!("process item {rule:?}"),
+        }
+    }
+    Process {
+        docs,
+        name: name.expect("process name"),
+        items,
+        span,
+    }
+}
+
+fn state(pair: Pair<'_, Rule>) -> State {
+    let span = span(&pair);
+    let mut docs = Vec::new();
+    let mut kind = StateKind::Normal;
+    let mut name = None;
+    let mut body = None;
+    for inner in children(pair) {
+        match inner.as_rule() {
+            Rule::doc => docs.push(doc_text(&inner)),
+            Rule::state_modifier => {
+                kind = match inner.into_inner().next().map(|p| p.as_rule()) {
+                    Some(Rule::kw_initial) => StateKind::Initial,
+                    _ => StateKind::Final,
+                }
+            }
+            Rule::ident => name = Some(ident(inner)),
+            Rule::state_body => body = Some(children(inner).map(state_item).collect()),
+            rule => unreachable!("state part {rule:?}"),
+        }
+    }
+    State {
+        docs,
+        kind,
+        name: name.expect("state name"),
+        body,
+        span,
+    }
+}
+
+fn state_item(pair: Pair<'_, Rule>) -> StateItem {
+    match pair.as_rule() {
+        Rule::handler => StateItem::Handler(handler(pair)),
+        Rule::ignore => StateItem::Ignore(children(pair).map(ident).collect()),
+        rule => unreachable!("state item {rule:?}"),
+    }
+}
+
+fn handler(pair: Pair<'_, Rule>) -> Handler {
+    let span = span(&pair);
+    let mut docs = Vec::new();
+    let mut input = None;
+    let mut guard = None;
+    let mut body = Vec::new();
+    for inner in children(pair) {
+        match inner.as_rule() {
+            Rule::doc => docs.push(doc_text(&inner)),
+            Rule::ident => input = Some(ident(inner)),
+            Rule::guard => guard = children(inner).next().map(expr),
+            Rule::send => body.push(send(inner)),
+            Rule::transition => {
+                let span = self::span(&inner);
+                let target = ident(children(inner).next().expect("target"));
+                body.push(Statement::Transition { target, span });
+            }
+            rule => unreachable!("handler part {rule:?}"),
+        }
+    }
+    Handler {
+        docs,
+        input: input.expect("handler input"),
+        guard,
+        body,
+        span,
+    }
+}
+
+fn send(pair: Pair<'_, Rule>) -> Statement {
+    let span = span(&pair);
+    let mut parts = children(pair);
+    let command = type_path(parts.next().expect("command"));
+    let fields = parts
+        .next()
+        .map(|inits| children(inits).map(field_init).collect());
+    Statement::Send {
+        command,
+        fields,
+        span,
+    }
+}
+
+fn field_init(pair: Pair<'_, Rule>) -> FieldInit {
+    let mut parts = children(pair);
+    let name = ident(parts.next().expect("field name"));
+    let value = expr(parts.next().expect("field value"));
+    FieldInit { name, value }
+}
+
+fn ty(pair: Pair<'_, Rule>) -> Type {
+    match pair.as_rule() {
+        Rule::type_path => Type::Path(type_path(pair)),
+        Rule::tuple_ty => {
+            let span = span(&pair);
+            Type::Tuple(children(pair).map(ty).collect(), span)
+        }
+        rule => unreachable!("type {rule:?}"),
+    }
+}
+
+fn type_path(pair: Pair<'_, Rule>) -> TypePath {
+    let span = span(&pair);
+    let mut segments = Vec::new();
+    let mut args = Vec::new();
+    for inner in children(pair) {
+        match inner.as_rule() {
+            Rule::raw_ident => segments.push(ident(inner)),
+            Rule::generic_args => args = children(inner).map(ty).collect(),
+            rule => unreachable!("type path part {rule:?}"),
+        }
+    }
+    TypePath {
+        segments,
+        args,
+        span,
+    }
+}
+
+fn pratt() -> PrattParser<Rule> {
+    // Lowest precedence first, as in Rust's reference.
+    PrattParser::new()
+        .op(Op::infix(Rule::op_or, Assoc::Left))
+        .op(Op::infix(Rule::op_and, Assoc::Left))
+        .op(Op::infix(Rule::op_eq, Assoc::Left)
+            | Op::infix(Rule::op_ne, Assoc::Left)
+            | Op::infix(Rule::op_lt, Assoc::Left)
+            | Op::infix(Rule::op_le, Assoc::Left)
+            | Op::infix(Rule::op_gt, Assoc::Left)
+            | Op::infix(Rule::op_ge, Assoc::Left))
+        .op(Op::infix(Rule::op_add, Assoc::Left) | Op::infix(Rule::op_sub, Assoc::Left))
+        .op(Op::infix(Rule::op_mul, Assoc::Left)
+            | Op::infix(Rule::op_div, Assoc::Left)
+            | Op::infix(Rule::op_rem, Assoc::Left))
+        .op(Op::prefix(Rule::op_not) | Op::prefix(Rule::op_neg))
+        .op(Op::postfix(Rule::field_access)
+            | Op::postfix(Rule::method_call)
+            | Op::postfix(Rule::call_args))
+}
+
+fn expr(pair: Pair<'_, Rule>) -> Expr {
+    thread_local! {
+        static PRATT: PrattParser<Rule> = pratt();
+    }
+    PRATT.with(|pratt| {
+        pratt
+            .map_primary(primary)
+            .map_prefix(|op, operand| {
+                let span = span(&op).to(operand.span);
+                let op = match op.as_rule() {
+                    Rule::op_not => UnaryOp::Not,
+                    _ => UnaryOp::Neg,
+                };
+                Expr {
+                    kind: ExprKind::Unary(op, Box::new(operand)),
+                    span,
+                }
+            })
+            .map_postfix(|operand, op| {
+                let span = operand.span.to(self::span(&op));
+                let kind = match op.as_rule() {
+                    Rule::field_access => ExprKind::Field(
+                        Box::new(operand),
+                        ident(children(op).next().expect("field")),
+                    ),
+                    Rule::method_call => {
+                        let mut parts = children(op);
+                        let method = ident(parts.next().expect("method"));
+                        let args = parts.next().map(args).unwrap_or_default();
+                        ExprKind::MethodCall(Box::new(operand), method, args)
+                    }
+                    _ => ExprKind::Call(Box::new(operand), args(op)),
+                };
+                Expr { kind, span }
+            })
+            .map_infix(|left, op, right| {
+                let op = match op.as_rule() {
+                    Rule::op_or => BinaryOp::Or,
+                    Rule::op_and => BinaryOp::And,
+                    Rule::op_eq => BinaryOp::Eq,
+                    Rule::op_ne => BinaryOp::Ne,
+                    Rule::op_lt => BinaryOp::Lt,
+                    Rule::op_le => BinaryOp::Le,
+                    Rule::op_gt => BinaryOp::Gt,
+                    Rule::op_ge => BinaryOp::Ge,
+                    Rule::op_add => BinaryOp::Add,
+                    Rule::op_sub => BinaryOp::Sub,
+                    Rule::op_mul => BinaryOp::Mul,
+                    Rule::op_div => BinaryOp::Div,
+                    _ => BinaryOp::Rem,
+                };
+                let span = left.span.to(right.span);
+                Expr {
+                    kind: ExprKind::Binary(op, Box::new(left), Box::new(right)),
+                    span,
+                }
+            })
+            .parse(pair.into_inner())
+    })
+}
+
+fn args(pair: Pair<'_, Rule>) -> Vec<Expr> {
+    children(pair).map(expr).collect()
+}
+
+fn primary(pair: Pair<'_, Rule>) -> Expr {
+    let span = span(&pair);
+    let kind = match pair.as_rule() {
+        Rule::int => {
+            let digits: String = pair.as_str().chars().filter(|c| *c != '_').collect();
+            // The grammar admits only digits; an overflowing literal becomes the
+            // largest value and rustc reports it as out of range for its type.
+            ExprKind::Lit(Lit::Int(digits.parse().unwrap_or(u128::MAX)))
+        }
+        Rule::float => ExprKind::Lit(Lit::Float(pair.as_str().to_owned())),
+        Rule::string => {
+            let quoted = pair.as_str();
+            ExprKind::Lit(Lit::Str(quoted[1..quoted.len() - 1].to_owned()))
+        }
+        Rule::boolean => ExprKind::Lit(Lit::Bool(pair.as_str() == "true")),
+        Rule::struct_lit => {
+            let mut parts = children(pair);
+            let path = parts.next().expect("struct path");
+            let path_span = self::span(&path);
+            let segments = children(path).map(ident).collect();
+            let fields = parts.map(field_init).collect();
+            ExprKind::Struct(
+                TypePath {
+                    segments,
+                    args: Vec::new(),
+                    span: path_span,
+                },
+                fields,
+            )
+        }
+        Rule::list => ExprKind::List(children(pair).map(expr).collect()),
+        Rule::paren => ExprKind::Paren(Box::new(expr(children(pair).next().expect("inner")))),
+        Rule::expr_path => {
+            let mut segments: Vec<Ident> = children(pair).map(ident).collect();
+            if segments.len() == 1 {
+                ExprKind::Name(segments.pop().expect("one segment").node)
+            } else {
+                ExprKind::Path(segments)
+            }
+        }
+        Rule::expr => return expr(pair),
+        rule => unreachable!("primary {rule:?}"),
+    };
+    Expr { kind, span }
+}
+
+/// Turns a pest error into a diagnostic in words.
+fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
+    let offset = match error.location {
+        pest::error::InputLocation::Pos(pos) => pos,
+        pest::error::InputLocation::Span((start, _)) => start,
+    };
+    let mut expected: Vec<String> = Vec::new();
+    let mut push = |word: String| {
+        if !expected.contains(&word) {
+            expected.push(word);
+        }
+    };
+    if let pest::error::ErrorVariant::ParsingError { positives, .. } = &error.variant {
+        for rule in positives {
+            if let Some(word) = describe_rule(*rule) {
+                push(word.to_owned());
+            }
+        }
+    }
+    if let Some(attempts) = error.parse_attempts() {
+        for token in attempts.expected_tokens() {
+            // `ParsingToken` is not exported; its display is the literal for
+            // literals, `a..z` for ranges and `BUILTIN_RULE` for the rest.
+            let token = token.to_string();
+            let is_range = token.chars().count() == 4 && token.chars().nth(1) == Some('.');
+            if !token.is_empty() && token != "BUILTIN_RULE" && !is_range && !token.starts_with('/')
+            {
+                push(format!("`{token}`"));
+            }
+        }
+    }
+    // Doc comments may stand almost anywhere; mentioning them only adds noise.
+    if expected.len() > 1 {
+        expected.retain(|word| word != "a doc comment");
+    }
+
+    let (found, found_len) = found_at(text, offset);
+    let message = if expected.is_empty() {
+        format!("unexpected {found}")
+    } else {
+        format!("expected {}, found {found}", join_or(&expected))
+    };
+    let span = Span::new(offset, offset + found_len);
+    let mut diagnostic = Diagnostic::error("syntax", span, message);
+    if let Some(help) = syntax_help(text, offset, &expected) {
+        diagnostic = diagnostic.with_help(help);
+    }
+    diagnostic
+}
+
+/// A human name for what a rule matches, or `None` for rules that say nothing useful.
+fn describe_rule(rule: Rule) -> Option<&'static str> {
+    if let Some(word) = keyword_word(rule) {
+        return Some(match word {
+            "process" => "`process`",
+            "correlate" => "`correlate`",
+            "by" => "`by`",
+            "initial" => "`initial`",
+            "final" => "`final`",
+            "state" => "`state`",
+            "on" => "`on`",
+            "when" => "`when`",
+            "ignore" => "`ignore`",
+            "send" => "`send`",
+            _ => "an expression",
+        });
+    }
+    Some(match rule {
+        Rule::EOI => "end of file",
+        Rule::process => "`process`",
+        Rule::doc => "a doc comment",
+        Rule::ident | Rule::raw_ident => "a name",
+        Rule::correlate_default | Rule::correlate_event => "`correlate`",
+        Rule::state | Rule::state_modifier => "a state",
+        Rule::state_body => "`{`",
+        Rule::handler => "`on`",
+        Rule::guard => "`when`",
+        Rule::ignore => "`ignore`",
+        Rule::send => "`send`",
+        Rule::transition => "`->`",
+        Rule::field_inits => "`{`",
+        Rule::field_init => "a field",
+        Rule::tuple_ty | Rule::type_path => "a type",
+        Rule::generic_args => "`<`",
+        Rule::expr
+        | Rule::int
+        | Rule::float
+        | Rule::string
+        | Rule::boolean
+        | Rule::struct_lit
+        | Rule::list
+        | Rule::paren
+        | Rule::expr_path => "an expression",
+        Rule::op_not | Rule::op_neg => "an expression",
+        Rule::method_call | Rule::field_access => "`.`",
+        Rule::call_args => "`(`",
+        Rule::op_or
+        | Rule::op_and
+        | Rule::op_eq
+        | Rule::op_ne
+        | Rule::op_le
+        | Rule::op_ge
+        | Rule::op_lt
+        | Rule::op_gt
+        | Rule::op_add
+        | Rule::op_sub
+        | Rule::op_mul
+        | Rule::op_div
+        | Rule::op_rem => "an operator",
+        _ => return None,
+    })
+}
+
+/// What stands at `offset`, in words, and how many bytes of it to underline.
+fn found_at(text: &str, offset: usize) -> (String, usize) {
+    let rest = text.get(offset..).unwrap_or("");
+    let Some(first) = rest.chars().next() else {
+        return ("end of file".to_owned(), 0);
+    };
+    if first.is_alphanumeric() || first == '_' {
+        let word: String = rest
+            .chars()
+            .take_while(|c| c.is_alphanumeric() || *c == '_')
+            .collect();
+        let len = word.len();
+        return (format!("`{word}`"), len);
+    }
+    for two in ["->", "=>", "::", "==", "!=", "<=", ">=", "&&", "||"] {
+        if rest.starts_with(two) {
+            return (format!("`{two}`"), 2);
+        }
+    }
+    (format!("`{first}`"), first.len_utf8())
+}
+
+/// A fix for the mistakes whose fix is obvious.
+fn syntax_help(text: &str, offset: usize, expected: &[String]) -> Option<String> {
+    let rest = text.get(offset..).unwrap_or("");
+    if rest.starts_with("=>") {
+        return Some("a transition is written `-> State`".to_owned());
+    }
+    if rest.trim().is_empty() && expected.iter().any(|e| e == "`}`") {
+        return Some("add the missing `}`".to_owned());
+    }
+    let word: String = rest
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect();
+    if !word.is_empty() {
+        for candidate in expected {
+            let keyword = candidate.trim_matches('`');
+            if keyword.chars().all(|c| c.is_ascii_lowercase())
+                && keyword != word
+                && edit_distance(keyword, &word) <= 2
+            {
+                return Some(format!("did you mean `{keyword}`?"));
+            }
+        }
+    }
+    None
+}
+
+/// Levenshtein distance, for "did you mean" suggestions.
+pub(crate) fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut previous = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let substitution = previous + usize::from(ca != *cb);
+            previous = row[j + 1];
+            row[j + 1] = substitution.min(row[j] + 1).min(previous + 1);
+        }
+    }
+    row[b.len()]
+}
+
+fn join_or(words: &[String]) -> String {
+    match words {
+        [] => String::new(),
+        [one] => one.clone(),
+        [init @ .., last] => format!("{} or {last}", init.join(", ")),
+    }
+}

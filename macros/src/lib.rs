@@ -1,0 +1,150 @@
+//! The proc-macro front door of Switchyard. It only reads its input, calls
+//! the compiler in `switchyard-dsl`, and maps the compiler's spans onto the
+//! user's source: `process!` for `.yard` files and inline definitions,
+//! `#[derive(Event)]` and `#[derive(Command)]` for message types.
+
+use std::path::PathBuf;
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::quote;
+use switchyard_dsl::{Diagnostic, Source};
+
+mod inline;
+
+/// Generates the state machine of every process in a `.yard` file, or of an
+/// inline definition.
+///
+/// ```ignore
+/// switchyard::process!("processes/registration.yard"); // relative to CARGO_MANIFEST_DIR
+/// switchyard::process! {
+///     process Campaign { ... }
+/// }
+/// ```
+#[proc_macro]
+pub fn process(input: TokenStream) -> TokenStream {
+    let input = TokenStream2::from(input);
+    match syn::parse2::<syn::LitStr>(input.clone()) {
+        Ok(path) => from_file(&path),
+        Err(_) => inline::expand(input),
+    }
+    .into()
+}
+
+fn from_file(literal: &syn::LitStr) -> TokenStream2 {
+    let relative = literal.value();
+    let Some(root) = std::env::var_os("CARGO_MANIFEST_DIR") else {
+        return error(
+            literal.span(),
+            "`CARGO_MANIFEST_DIR` is not set: `process!(\"...\")` must be built by cargo",
+        );
+    };
+    let path = PathBuf::from(root).join(&relative);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(err) => {
+            return error(
+                literal.span(),
+                &format!(
+                    "cannot read `{relative}`: {err}\n  = note: looked for `{}`\n  = help: the path is relative to the directory of the crate's Cargo.toml",
+                    path.display()
+                ),
+            );
+        }
+    };
+    // Tells cargo to rebuild the crate when the file changes.
+    let absolute = path.to_string_lossy().into_owned();
+    let track = quote!(
+        const _: &[u8] = ::core::include_bytes!(#absolute);
+    );
+
+    let (model, diagnostics) = switchyard_dsl::compile(&text);
+    let source = Source::new(&relative, &text);
+    let errors: TokenStream2 = diagnostics
+        .iter()
+        .filter(|d| d.is_error())
+        .map(|d| error(literal.span(), &d.render_plain(&source)))
+        .collect();
+    let code = model
+        .as_ref()
+        .map(switchyard_dsl::codegen)
+        .unwrap_or_default();
+    quote!(#track #errors #code)
+}
+
+/// A `compile_error!` at `span`.
+fn error(span: Span, message: &str) -> TokenStream2 {
+    syn::Error::new(span, message).to_compile_error()
+}
+
+/// The message of a diagnostic without its snippet, for spans that already
+/// point at the offending tokens.
+fn short_message(diagnostic: &Diagnostic) -> String {
+    let mut message = diagnostic.message.clone();
+    if let Some(label) = &diagnostic.span_label {
+        message.push_str(&format!("\n  = note: {label}"));
+    }
+    if let Some(help) = &diagnostic.help {
+        message.push_str(&format!("\n  = help: {help}"));
+    }
+    message
+}
+
+/// Implements `switchyard::Event`: the type can be published and taken as a
+/// process input. The wire name is the type's name unless
+/// `#[switchyard(name = "...")]` says otherwise.
+#[proc_macro_derive(Event, attributes(switchyard))]
+pub fn derive_event(input: TokenStream) -> TokenStream {
+    derive_message(input, quote!(Event))
+}
+
+/// Implements `switchyard::Command`: the type can be sent by a process and
+/// handled by a command handler. The wire name is the type's name unless
+/// `#[switchyard(name = "...")]` says otherwise.
+#[proc_macro_derive(Command, attributes(switchyard))]
+pub fn derive_command(input: TokenStream) -> TokenStream {
+    derive_message(input, quote!(Command))
+}
+
+fn derive_message(input: TokenStream, kind: TokenStream2) -> TokenStream {
+    let input = match syn::parse::<syn::DeriveInput>(input) {
+        Ok(input) => input,
+        Err(err) => return err.to_compile_error().into(),
+    };
+    let name = match wire_name(&input) {
+        Ok(name) => name,
+        Err(err) => return err.to_compile_error().into(),
+    };
+    let ty = &input.ident;
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    quote! {
+        impl #impl_generics ::switchyard::__private::#kind for #ty #ty_generics #where_clause {
+            const NAME: &'static str = #name;
+        }
+    }
+    .into()
+}
+
+/// The `name` of `#[switchyard(name = "...")]`, or the type's name.
+fn wire_name(input: &syn::DeriveInput) -> syn::Result<String> {
+    let mut name = None;
+    for attr in input
+        .attrs
+        .iter()
+        .filter(|a| a.path().is_ident("switchyard"))
+    {
+        attr.parse_nested_meta(|meta| {
+            if meta.path.is_ident("name") {
+                let value: syn::LitStr = meta.value()?.parse()?;
+                if value.value().is_empty() {
+                    return Err(syn::Error::new(value.span(), "a wire name cannot be empty"));
+                }
+                name = Some(value.value());
+                Ok(())
+            } else {
+                Err(meta.error("unknown `switchyard` attribute; the one known is `name = \"...\"`"))
+            }
+        })?;
+    }
+    Ok(name.unwrap_or_else(|| input.ident.to_string()))
+}

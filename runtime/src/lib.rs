@@ -1,0 +1,43 @@
+//! The Switchyard runtime: the [`Process`] trait that generated code
+//! implements, the messages that travel between processes and other
+//! contexts, and the [`Engine`] that routes them, runs `decide` and delivers
+//! what it decides.
+//!
+//! The runtime knows nothing of the language: generated code hands it a
+//! static [`Description`] and the routes of its inputs, through the hidden
+//! [`__private`] path.
+
+mod engine;
+mod message;
+mod process;
+
+pub use engine::{
+    CommandContext, DeadLetter, Engine, EngineBuilder, HandlerError, InstanceStatus, Stats,
+};
+pub use message::{
+    Body, Command, DecodeError, Envelope, Event, MessageId, MessageKind, Payload, Timestamp,
+};
+pub use process::{
+    Context, Decision, Description, Handles, Outcome, Outgoing, Process, Route, StateDescription,
+    StateKind, Transition,
+};
+
+/// What generated code uses. Not a public API: it changes with the generator.
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::message::{Body, Command, DecodeError, Envelope, Event, MessageKind, Payload};
+    pub use crate::process::*;
+    pub use serde;
+
+    /// Decodes an input event and takes its correlation key.
+    pub fn route<P, E>(envelope: &Envelope) -> Result<(P::Key, P::Input), DecodeError>
+    where
+        P: Handles<E>,
+        E: Event,
+        P::Input: From<E>,
+    {
+        let event: E = envelope.body.decode()?;
+        let key = P::correlate(&event).clone();
+        Ok((key, P::Input::from(event)))
+    }
+}

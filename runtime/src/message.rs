@@ -1,0 +1,230 @@
+//! Messages: the [`Event`] and [`Command`] traits that user types derive, the
+//! [`Envelope`] every message travels in, and its [`Body`], which holds the
+//! typed value inside one process and JSON once it has crossed a boundary.
+
+use std::any::Any;
+use std::borrow::Cow;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// A fact that happened in some context. Derive it: `#[derive(Event)]`.
+pub trait Event: Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static {
+    /// The stable wire name: the type's name unless `#[switchyard(name = "...")]` says otherwise.
+    const NAME: &'static str;
+}
+
+/// A request to another context to do something. Derive it: `#[derive(Command)]`.
+pub trait Command:
+    Serialize + DeserializeOwned + Clone + fmt::Debug + Send + Sync + 'static
+{
+    /// The stable wire name: the type's name unless `#[switchyard(name = "...")]` says otherwise.
+    const NAME: &'static str;
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MessageKind {
+    Event,
+    Command,
+}
+
+/// A message id. New messages get a random id; messages decided in answer to
+/// an input get ids derived from the input's id, so that handling the same
+/// input again produces the same ids and receivers can drop duplicates.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
+pub struct MessageId(uuid::Uuid);
+
+impl MessageId {
+    pub fn new() -> MessageId {
+        MessageId(uuid::Uuid::new_v4())
+    }
+
+    /// The id of the `index`-th message decided in answer to this one.
+    pub fn derive(self, index: u32) -> MessageId {
+        MessageId(uuid::Uuid::new_v5(&self.0, &index.to_be_bytes()))
+    }
+
+    pub fn as_uuid(self) -> uuid::Uuid {
+        self.0
+    }
+}
+
+impl Default for MessageId {
+    fn default() -> Self {
+        MessageId::new()
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Debug for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+/// Milliseconds since the Unix epoch: the time a message was sent, and `now`
+/// in the language.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, serde::Deserialize,
+)]
+pub struct Timestamp(pub u64);
+
+impl Timestamp {
+    pub fn now() -> Timestamp {
+        let since = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    pub fn millis(self) -> u64 {
+        self.0
+    }
+}
+
+impl std::ops::Add<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn add(self, rhs: Duration) -> Timestamp {
+        let millis = u64::try_from(rhs.as_millis()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_add(millis))
+    }
+}
+
+/// A typed message value that can also be written as JSON.
+pub trait Payload: Any + fmt::Debug + Send + Sync {
+    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<T: Serialize + fmt::Debug + Send + Sync + 'static> Payload for T {
+    fn to_json(&self) -> Result<Vec<u8>, serde_json::Error> {
+        serde_json::to_vec(self)
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The content of a message: the typed value while it stays in one process,
+/// JSON bytes when it came from outside.
+#[derive(Clone, Debug)]
+pub enum Body {
+    Value(Arc<dyn Payload>),
+    Json(Arc<[u8]>),
+}
+
+impl Body {
+    pub fn value<T: Payload>(value: T) -> Body {
+        Body::Value(Arc::new(value))
+    }
+
+    /// The message as `T`: a clone of the typed value, or the JSON decoded.
+    pub fn decode<T: DeserializeOwned + Clone + 'static>(&self) -> Result<T, DecodeError> {
+        match self {
+            Body::Value(value) => {
+                value
+                    .as_any()
+                    .downcast_ref::<T>()
+                    .cloned()
+                    .ok_or_else(|| DecodeError::WrongType {
+                        expected: std::any::type_name::<T>(),
+                        found: format!("{value:?}"),
+                    })
+            }
+            Body::Json(bytes) => serde_json::from_slice(bytes).map_err(DecodeError::Json),
+        }
+    }
+
+    pub fn to_json(&self) -> Result<Arc<[u8]>, serde_json::Error> {
+        match self {
+            Body::Value(value) => Ok(value.to_json()?.into()),
+            Body::Json(bytes) => Ok(bytes.clone()),
+        }
+    }
+}
+
+/// Why a message could not be read as the type its name says.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("malformed JSON: {0}")]
+    Json(#[source] serde_json::Error),
+    #[error("expected a `{expected}`, found {found}")]
+    WrongType {
+        expected: &'static str,
+        found: String,
+    },
+}
+
+/// A message with what the runtime needs to route it and to drop duplicates.
+#[derive(Clone, Debug)]
+pub struct Envelope {
+    pub id: MessageId,
+    /// The wire name, [`Event::NAME`] or [`Command::NAME`].
+    pub name: Cow<'static, str>,
+    pub kind: MessageKind,
+    pub body: Body,
+    /// The message this one was decided in answer to.
+    pub causation: Option<MessageId>,
+    pub time: Timestamp,
+}
+
+impl Envelope {
+    /// A new message with a fresh id, stamped with the current time.
+    pub fn new(name: &'static str, kind: MessageKind, body: Body) -> Envelope {
+        Envelope {
+            id: MessageId::new(),
+            name: Cow::Borrowed(name),
+            kind,
+            body,
+            causation: None,
+            time: Timestamp::now(),
+        }
+    }
+
+    pub fn event<E: Event>(event: E) -> Envelope {
+        Envelope::new(E::NAME, MessageKind::Event, Body::value(event))
+    }
+
+    pub fn command<C: Command>(command: C) -> Envelope {
+        Envelope::new(C::NAME, MessageKind::Command, Body::value(command))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct() {
+        let input = MessageId::new();
+        assert_eq!(input.derive(0), input.derive(0));
+        assert_ne!(input.derive(0), input.derive(1));
+        assert_ne!(input.derive(0), MessageId::new().derive(0));
+    }
+
+    #[test]
+    fn json_and_typed_bodies_decode_alike() {
+        let typed = Body::value(vec![1u32, 2]);
+        let json = Body::Json(typed.to_json().unwrap());
+        assert_eq!(typed.decode::<Vec<u32>>().unwrap(), vec![1, 2]);
+        assert_eq!(json.decode::<Vec<u32>>().unwrap(), vec![1, 2]);
+        assert!(matches!(
+            typed.decode::<String>(),
+            Err(DecodeError::WrongType { .. })
+        ));
+        assert!(matches!(
+            Body::Json(Arc::from(&b"{"[..])).decode::<u32>(),
+            Err(DecodeError::Json(_))
+        ));
+    }
+}
