@@ -99,6 +99,12 @@ impl Diagnostic {
     ///   = help: add `on Rejected { ... }` or `ignore Rejected` to `Waiting`
     /// ```
     pub fn render_plain(&self, source: &Source<'_>) -> String {
+        format!("{}[{}]: {}\n{}", self.severity, self.code, self.message, self.render_snippet(source))
+    }
+
+    /// Everything [`Diagnostic::render_plain`] writes after the header line:
+    /// the location, the marked source lines and the help.
+    pub fn render_snippet(&self, source: &Source<'_>) -> String {
         let mut lines = vec![(self.span, self.span_label.as_deref().unwrap_or(""), '^')];
         lines.extend(
             self.labels
@@ -114,7 +120,6 @@ impl Diagnostic {
 
         let mut out = String::new();
         let start = source.line_col(self.span.start as usize);
-        let _ = writeln!(out, "{}[{}]: {}", self.severity, self.code, self.message);
         let _ = writeln!(
             out,
             "{pad}--> {}:{}:{}",

@@ -39,14 +39,24 @@ fn from_file(literal: &syn::LitStr) -> TokenStream2 {
             "`CARGO_MANIFEST_DIR` is not set: `process!(\"...\")` must be built by cargo",
         );
     };
-    let path = PathBuf::from(root).join(&relative);
+    let from_manifest = PathBuf::from(root).join(&relative);
+    // Beside the manifest first, as documented; then beside the file that
+    // calls the macro, which is where a test harness that builds the file in
+    // a crate of its own (trybuild) finds it.
+    let beside_caller = proc_macro::Span::call_site()
+        .local_file()
+        .and_then(|file| file.parent().map(|dir| dir.join(&relative)));
+    let path = match beside_caller {
+        Some(path) if !from_manifest.exists() && path.exists() => path,
+        _ => from_manifest,
+    };
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) => {
             return error(
                 literal.span(),
                 &format!(
-                    "cannot read `{relative}`: {err}\n  = note: looked for `{}`\n  = help: the path is relative to the directory of the crate's Cargo.toml",
+                    "cannot read `{relative}`: {err}\n  = note: looked for `{}`\n  = help: the path is relative to the directory of the crate's `Cargo.toml`",
                     path.display()
                 ),
             );
@@ -63,7 +73,10 @@ fn from_file(literal: &syn::LitStr) -> TokenStream2 {
     let errors: TokenStream2 = diagnostics
         .iter()
         .filter(|d| d.is_error())
-        .map(|d| error(literal.span(), &d.render_plain(&source)))
+        .map(|d| {
+            let message = format!("{} [{}]\n{}", d.message, d.code, d.render_snippet(&source));
+            error(literal.span(), &message)
+        })
         .collect();
     let code = model
         .as_ref()
