@@ -99,7 +99,13 @@ impl Diagnostic {
     ///   = help: add `on Rejected { ... }` or `ignore Rejected` to `Waiting`
     /// ```
     pub fn render_plain(&self, source: &Source<'_>) -> String {
-        format!("{}[{}]: {}\n{}", self.severity, self.code, self.message, self.render_snippet(source))
+        format!(
+            "{}[{}]: {}\n{}",
+            self.severity,
+            self.code,
+            self.message,
+            self.render_snippet(source)
+        )
     }
 
     /// Everything [`Diagnostic::render_plain`] writes after the header line:

@@ -418,7 +418,10 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
             // literals, `a..z` for ranges and `BUILTIN_RULE` for the rest.
             let token = token.to_string();
             let is_range = token.chars().count() == 4 && token.chars().nth(1) == Some('.');
-            if !token.trim().is_empty() && token != "BUILTIN_RULE" && !is_range && !token.starts_with('/')
+            if !token.trim().is_empty()
+                && token != "BUILTIN_RULE"
+                && !is_range
+                && !token.starts_with('/')
             {
                 push(format!("`{token}`"));
             }

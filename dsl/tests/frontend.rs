@@ -9,7 +9,11 @@ use switchyard_dsl::{Handling, Source, compile, parse};
 fn check(text: &str, expected: &str) {
     let (_, diagnostics) = compile(text);
     let rendered = Source::new("test.yard", text).render_all(&diagnostics);
-    assert_eq!(rendered.trim_end(), expected.trim(), "\n--- rendered ---\n{rendered}");
+    assert_eq!(
+        rendered.trim_end(),
+        expected.trim(),
+        "\n--- rendered ---\n{rendered}"
+    );
 }
 
 const CAMPAIGN: &str = include_str!("../../examples/campaign.yard");
@@ -21,14 +25,38 @@ fn the_campaign_saga_is_clean() {
     let model = model.unwrap();
     let process = &model.processes[0];
     assert_eq!(process.name.node, "CampaignPublishing");
-    let inputs: Vec<_> = process.inputs.iter().map(|i| i.name.node.as_str()).collect();
-    assert_eq!(inputs, ["CampaignActivated", "PublishingConfirmed", "PublishingRejected"]);
+    let inputs: Vec<_> = process
+        .inputs
+        .iter()
+        .map(|i| i.name.node.as_str())
+        .collect();
+    assert_eq!(
+        inputs,
+        [
+            "CampaignActivated",
+            "PublishingConfirmed",
+            "PublishingRejected"
+        ]
+    );
     let idle = &process.states[process.initial];
     assert_eq!(idle.name.node, "Idle");
-    assert!(matches!(&idle.table[0], Handling::Handled(h) if h.len() == 1 && h[0].target == Some(1)));
+    assert!(
+        matches!(&idle.table[0], Handling::Handled(h) if h.len() == 1 && h[0].target == Some(1))
+    );
     assert!(matches!(idle.table[1], Handling::Ignored(_)));
-    let commands: Vec<_> = process.commands.iter().map(|c| c.name().node.as_str()).collect();
-    assert_eq!(commands, ["SubmitAdvertisement", "TrackPublishingConfirmation", "TrackPublishingRejection"]);
+    let commands: Vec<_> = process
+        .commands
+        .iter()
+        .map(|c| c.name().node.as_str())
+        .collect();
+    assert_eq!(
+        commands,
+        [
+            "SubmitAdvertisement",
+            "TrackPublishingConfirmation",
+            "TrackPublishingRejection"
+        ]
+    );
 }
 
 #[test]
@@ -233,7 +261,11 @@ fn grouped(e: &Expr) -> String {
     match &e.kind {
         ExprKind::Lit(lit) => format!("{lit:?}"),
         ExprKind::Name(name) => name.clone(),
-        ExprKind::Path(segments) => segments.iter().map(|s| s.node.as_str()).collect::<Vec<_>>().join("::"),
+        ExprKind::Path(segments) => segments
+            .iter()
+            .map(|s| s.node.as_str())
+            .collect::<Vec<_>>()
+            .join("::"),
         ExprKind::Field(base, field) => format!("{}.{}", grouped(base), field.node),
         ExprKind::Call(callee, args) => format!("{}({})", grouped(callee), list(args)),
         ExprKind::MethodCall(receiver, method, args) => {
@@ -242,10 +274,16 @@ fn grouped(e: &Expr) -> String {
         ExprKind::Struct(path, fields) => format!(
             "{} {{ {} }}",
             path.name().node,
-            fields.iter().map(|f| format!("{}: {}", f.name.node, grouped(&f.value))).collect::<Vec<_>>().join(", ")
+            fields
+                .iter()
+                .map(|f| format!("{}: {}", f.name.node, grouped(&f.value)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ),
         ExprKind::Unary(op, operand) => format!("({op:?} {})", grouped(operand)),
-        ExprKind::Binary(op, left, right) => format!("({} {} {})", grouped(left), op.as_str(), grouped(right)),
+        ExprKind::Binary(op, left, right) => {
+            format!("({} {} {})", grouped(left), op.as_str(), grouped(right))
+        }
         ExprKind::List(items) => format!("[{}]", list(items)),
         ExprKind::Paren(inner) => grouped(inner),
     }
@@ -259,24 +297,39 @@ fn guard_of(text: &str) -> String {
     let source = format!("process P {{ initial state A {{ on X when {text} {{ }} }} }}");
     let (file, diagnostics) = parse(&source);
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-    let ProcessItem::State(state) = &file.processes[0].items[0] else { panic!("not a state") };
-    let StateItem::Handler(handler) = &state.body.as_ref().unwrap()[0] else { panic!("not a handler") };
+    let ProcessItem::State(state) = &file.processes[0].items[0] else {
+        panic!("not a state")
+    };
+    let StateItem::Handler(handler) = &state.body.as_ref().unwrap()[0] else {
+        panic!("not a handler")
+    };
     grouped(handler.guard.as_ref().unwrap())
 }
 
 #[test]
 fn operators_group_with_rust_precedence() {
-    assert_eq!(guard_of("a || b && c == d + e * f"), "(a || (b && (c == (d + (e * f)))))");
-    assert_eq!(guard_of("-a.b * !c - d / e % f"), "(((Neg a.b) * (Not c)) - ((d / e) % f))");
+    assert_eq!(
+        guard_of("a || b && c == d + e * f"),
+        "(a || (b && (c == (d + (e * f)))))"
+    );
+    assert_eq!(
+        guard_of("-a.b * !c - d / e % f"),
+        "(((Neg a.b) * (Not c)) - ((d / e) % f))"
+    );
 }
 
 #[test]
 fn postfix_paths_calls_and_literals() {
     assert_eq!(
-        guard_of("event.items.len() >= data.limit(1, \"x\") && Money::cents(event.amount) != Money { cents: 0 }"),
+        guard_of(
+            "event.items.len() >= data.limit(1, \"x\") && Money::cents(event.amount) != Money { cents: 0 }"
+        ),
         "((event.items.len() >= data.limit(Int(1), Str(\"x\"))) && (Money::cents(event.amount) != Money { cents: Int(0) }))"
     );
-    assert_eq!(guard_of("[1, 2.5, true] == event.tuple.0"), "([Int(1), Float(\"2.5\"), Bool(true)] == event.tuple.0)");
+    assert_eq!(
+        guard_of("[1, 2.5, true] == event.tuple.0"),
+        "([Int(1), Float(\"2.5\"), Bool(true)] == event.tuple.0)"
+    );
 }
 
 #[test]
@@ -286,12 +339,27 @@ fn send_fields_and_docs_are_kept() {
     );
     let process = &file.processes[0];
     assert_eq!(process.docs, ["The process."]);
-    let ProcessItem::State(state) = &process.items[0] else { panic!("not a state") };
+    let ProcessItem::State(state) = &process.items[0] else {
+        panic!("not a state")
+    };
     assert_eq!(state.docs, ["A state."]);
-    let StateItem::Handler(handler) = &state.body.as_ref().unwrap()[0] else { panic!("not a handler") };
+    let StateItem::Handler(handler) = &state.body.as_ref().unwrap()[0] else {
+        panic!("not a handler")
+    };
     assert_eq!(handler.docs, ["A handler."]);
-    let Statement::Send { command, fields, .. } = &handler.body[0] else { panic!("not a send") };
+    let Statement::Send {
+        command, fields, ..
+    } = &handler.body[0]
+    else {
+        panic!("not a send")
+    };
     assert_eq!(command.name().node, "C");
     let fields = fields.as_ref().unwrap();
-    assert_eq!(fields.iter().map(|f| f.name.node.as_str()).collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(
+        fields
+            .iter()
+            .map(|f| f.name.node.as_str())
+            .collect::<Vec<_>>(),
+        ["a", "b"]
+    );
 }

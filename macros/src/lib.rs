@@ -15,7 +15,7 @@ mod inline;
 /// Generates the state machine of every process in a `.yard` file, or of an
 /// inline definition.
 ///
-/// ```ignore
+/// ```text
 /// switchyard::process!("processes/registration.yard"); // relative to CARGO_MANIFEST_DIR
 /// switchyard::process! {
 ///     process Campaign { ... }

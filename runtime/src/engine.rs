@@ -424,10 +424,10 @@ impl<P: Process> ProcessRunner<P> {
 
     /// Loads the instance, decides, applies the decision and dispatches what it sends.
     fn handle(&self, shared: &Arc<Shared>, key: P::Key, input: P::Input, envelope: &Envelope) {
-        let span = info_span!("handle", process = P::NAME, key = ?key, message = %envelope.name, id = %envelope.id);
+        let span = info_span!("handle", process = P::NAME, key = ?key, input = %envelope.name, id = %envelope.id);
         let _entered = span.enter();
         if let Some(state) = self.completed.lock().unwrap().get(&key) {
-            info!(state = ?state, "instance already completed: recorded, not restarted");
+            info!(state = ?state, "{}[{key:?}] {} arrived after completion: recorded, not restarted", P::NAME, envelope.name);
             shared.stats.lock().unwrap().after_completion += 1;
             return;
         }
@@ -446,10 +446,10 @@ impl<P: Process> ProcessRunner<P> {
         if decision.outcome == Outcome::Ignored {
             let mut stats = shared.stats.lock().unwrap();
             if existing.is_none() {
-                debug!(state = ?state, "ignored by the initial state: no instance created");
+                debug!(state = ?state, "{}[{key:?}] {} ignored by the initial state: no instance created", P::NAME, envelope.name);
                 stats.ignored_at_start += 1;
             } else {
-                debug!(state = ?state, "ignored");
+                debug!(state = ?state, "{}[{key:?}] {} ignored in {state:?}", P::NAME, envelope.name);
                 stats.ignored += 1;
             }
             return;
@@ -458,11 +458,14 @@ impl<P: Process> ProcessRunner<P> {
         let data = decision.data.unwrap_or_else(|| data.clone());
         let version = existing.map_or(1, |i| i.version + 1);
         let sends: Vec<&'static str> = decision.outputs.iter().map(Outgoing::name).collect();
-        info!(from = ?state, to = ?next, sends = ?sends, "handled");
+        info!(
+            from = ?state, to = ?next, sends = ?sends,
+            "{}[{key:?}] {}: {state:?} -> {next:?}, sends {sends:?}", P::NAME, envelope.name
+        );
         if P::is_final(next) {
             instances.remove(&key);
+            info!(state = ?next, "{}[{key:?}] completed in {next:?}", P::NAME);
             self.completed.lock().unwrap().insert(key, next);
-            info!(state = ?next, "instance completed");
         } else {
             instances.insert(
                 key,

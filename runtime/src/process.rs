@@ -123,11 +123,15 @@ impl<P: Process> Clone for Decision<P> {
     }
 }
 
+/// Decodes an input event and takes its correlation key.
+pub type Decode<P> =
+    fn(&Envelope) -> Result<(<P as Process>::Key, <P as Process>::Input), DecodeError>;
+
 /// How one input event is read: its wire name and the function that decodes
 /// it and takes its key.
 pub struct Route<P: Process> {
     pub event: &'static str,
-    pub decode: fn(&Envelope) -> Result<(P::Key, P::Input), DecodeError>,
+    pub decode: Decode<P>,
 }
 
 impl<P: Process> Debug for Route<P> {
