@@ -79,17 +79,11 @@ async fn publisher(command: SubmitAdvertisement, ctx: CommandContext) -> Result<
     if command.advertisement.contains(FORBIDDEN) {
         let reason = format!("advertisements may not promise a {FORBIDDEN}");
         println!("  publisher   -> PublishingRejected {{ {:?} }}", reason);
-        ctx.publish(PublishingRejected {
-            campaign_id: command.campaign_id,
-            reason,
-        });
+        ctx.publish(PublishingRejected { campaign_id: command.campaign_id, reason });
     } else {
         let confirmation_id = format!("conf-{}", command.campaign_id.0);
         println!("  publisher   -> PublishingConfirmed {{ {confirmation_id:?} }}");
-        ctx.publish(PublishingConfirmed {
-            campaign_id: command.campaign_id,
-            confirmation_id,
-        });
+        ctx.publish(PublishingConfirmed { campaign_id: command.campaign_id, confirmation_id });
     }
     Ok(())
 }

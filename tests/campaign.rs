@@ -32,15 +32,10 @@ async fn a_confirmed_advertisement_is_tracked_as_published() {
     );
     assert_eq!(
         engine.instance::<CampaignPublishing>(&CampaignId("c-1".to_owned())),
-        Some(InstanceStatus::Completed {
-            state: CampaignPublishingState::Published
-        })
+        Some(InstanceStatus::Completed { state: CampaignPublishingState::Published })
     );
     let stats = engine.stats();
-    assert_eq!(
-        (stats.handled, stats.commands_delivered, stats.dead_lettered),
-        (2, 2, 0)
-    );
+    assert_eq!((stats.handled, stats.commands_delivered, stats.dead_lettered), (2, 2, 0));
 }
 
 #[tokio::test]
@@ -60,9 +55,7 @@ async fn a_rejected_advertisement_is_tracked_as_rejected() {
     );
     assert_eq!(
         engine.instance::<CampaignPublishing>(&CampaignId("c-2".to_owned())),
-        Some(InstanceStatus::Completed {
-            state: CampaignPublishingState::Rejected
-        })
+        Some(InstanceStatus::Completed { state: CampaignPublishingState::Rejected })
     );
 }
 
@@ -72,20 +65,13 @@ async fn many_campaigns_run_side_by_side() {
     let engine = engine(&campaigns);
 
     for i in 0..200 {
-        let text = if i % 3 == 0 {
-            format!("{FORBIDDEN} {i}")
-        } else {
-            format!("offer {i}")
-        };
+        let text = if i % 3 == 0 { format!("{FORBIDDEN} {i}") } else { format!("offer {i}") };
         engine.publish(activated(&format!("c-{i}"), &text));
     }
     engine.idle().await;
 
     let tracked = campaigns.tracked.lock().unwrap();
-    let rejected = tracked
-        .iter()
-        .filter(|t| matches!(t, Tracked::Rejected(_)))
-        .count();
+    let rejected = tracked.iter().filter(|t| matches!(t, Tracked::Rejected(_))).count();
     assert_eq!((tracked.len(), rejected), (200, 67));
     assert!(engine.dead_letters().is_empty());
 }
@@ -102,10 +88,7 @@ async fn answers_after_completion_or_before_activation_change_nothing() {
         confirmation_id: "conf-stray".to_owned(),
     });
     engine.idle().await;
-    assert_eq!(
-        engine.instance::<CampaignPublishing>(&CampaignId("stray".to_owned())),
-        None
-    );
+    assert_eq!(engine.instance::<CampaignPublishing>(&CampaignId("stray".to_owned())), None);
     assert_eq!(engine.stats().ignored_at_start, 1);
 
     // A duplicate answer after completion is recorded and never restarts the saga.
@@ -120,9 +103,7 @@ async fn answers_after_completion_or_before_activation_change_nothing() {
     assert_eq!(campaigns.tracked.lock().unwrap().len(), 1);
     assert_eq!(
         engine.instance::<CampaignPublishing>(&CampaignId("c-3".to_owned())),
-        Some(InstanceStatus::Completed {
-            state: CampaignPublishingState::Published
-        })
+        Some(InstanceStatus::Completed { state: CampaignPublishingState::Published })
     );
 }
 
@@ -131,32 +112,17 @@ fn the_generated_description_matches_the_yard_file() {
     let description = CampaignPublishing::description();
     assert_eq!(description.name, "CampaignPublishing");
     let states: Vec<_> = description.states.iter().map(|s| s.name).collect();
-    assert_eq!(
-        states,
-        ["Idle", "AwaitingPublisher", "Published", "Rejected"]
-    );
+    assert_eq!(states, ["Idle", "AwaitingPublisher", "Published", "Rejected"]);
     assert_eq!(
         description.inputs,
-        [
-            "CampaignActivated",
-            "PublishingConfirmed",
-            "PublishingRejected"
-        ]
+        ["CampaignActivated", "PublishingConfirmed", "PublishingRejected"]
     );
-    let edges: Vec<_> = description
-        .transitions
-        .iter()
-        .map(|t| (t.from, t.input, t.to, t.sends))
-        .collect();
+    let edges: Vec<_> =
+        description.transitions.iter().map(|t| (t.from, t.input, t.to, t.sends)).collect();
     assert_eq!(
         edges,
         [
-            (
-                "Idle",
-                "CampaignActivated",
-                "AwaitingPublisher",
-                &["SubmitAdvertisement"][..]
-            ),
+            ("Idle", "CampaignActivated", "AwaitingPublisher", &["SubmitAdvertisement"][..]),
             (
                 "AwaitingPublisher",
                 "PublishingConfirmed",

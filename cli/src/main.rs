@@ -64,9 +64,5 @@ fn check(files: &[PathBuf]) -> ExitCode {
         plural(errors, "error"),
         plural(warnings, "warning")
     );
-    if errors > 0 {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    }
+    if errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS }
 }

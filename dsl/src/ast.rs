@@ -74,11 +74,7 @@ pub struct Handler {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Statement {
     /// `send COMMAND { field: expr, ... }`, or `send COMMAND` for a unit command.
-    Send {
-        command: TypePath,
-        fields: Option<Vec<FieldInit>>,
-        span: Span,
-    },
+    Send { command: TypePath, fields: Option<Vec<FieldInit>>, span: Span },
     /// `-> STATE`.
     Transition { target: Ident, span: Span },
 }
@@ -108,9 +104,7 @@ pub struct TypePath {
 impl TypePath {
     /// The last segment, which names the type.
     pub fn name(&self) -> &Ident {
-        self.segments
-            .last()
-            .expect("the grammar gives a type path at least one segment")
+        self.segments.last().expect("the grammar gives a type path at least one segment")
     }
 }
 

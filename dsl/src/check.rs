@@ -22,11 +22,7 @@ pub fn check(file: &ast::File) -> (Option<Model>, Vec<Diagnostic>) {
     if diagnostics.iter().any(Diagnostic::is_error) {
         return (None, diagnostics);
     }
-    let processes = file
-        .processes
-        .iter()
-        .map(|p| resolve(p, &Names::of(p)))
-        .collect();
+    let processes = file.processes.iter().map(|p| resolve(p, &Names::of(p))).collect();
     (Some(Model { processes }), diagnostics)
 }
 
@@ -100,10 +96,7 @@ impl<'a> Names<'a> {
 /// Two processes with one name would generate two types with one name.
 fn duplicate_processes(file: &ast::File, out: &mut Vec<Diagnostic>) {
     for (i, process) in file.processes.iter().enumerate() {
-        if let Some(first) = file.processes[..i]
-            .iter()
-            .find(|p| p.name.node == process.name.node)
-        {
+        if let Some(first) = file.processes[..i].iter().find(|p| p.name.node == process.name.node) {
             out.push(
                 Diagnostic::error(
                     "duplicate",
@@ -120,11 +113,7 @@ fn duplicate_processes(file: &ast::File, out: &mut Vec<Diagnostic>) {
 /// An instance that does not exist yet is in the initial state, so there must
 /// be exactly one.
 fn one_initial_state(process: &ast::Process, names: &Names<'_>, out: &mut Vec<Diagnostic>) {
-    let initials: Vec<_> = names
-        .states
-        .iter()
-        .filter(|s| s.kind == StateKind::Initial)
-        .collect();
+    let initials: Vec<_> = names.states.iter().filter(|s| s.kind == StateKind::Initial).collect();
     match initials.as_slice() {
         [] => out.push(
             Diagnostic::error(
@@ -141,10 +130,7 @@ fn one_initial_state(process: &ast::Process, names: &Names<'_>, out: &mut Vec<Di
                     Diagnostic::error(
                         "initial-state",
                         state.name.span,
-                        format!(
-                            "process `{}` has more than one initial state",
-                            process.name.node
-                        ),
+                        format!("process `{}` has more than one initial state", process.name.node),
                     )
                     .with_label(first.name.span, "the first initial state")
                     .with_help(format!("make `{}` a plain `state`", state.name.node)),
@@ -177,10 +163,7 @@ fn final_states_have_no_body(_: &ast::Process, names: &Names<'_>, out: &mut Vec<
 /// Two states with one name would make `-> Name` ambiguous.
 fn duplicate_states(_: &ast::Process, names: &Names<'_>, out: &mut Vec<Diagnostic>) {
     for (i, state) in names.states.iter().enumerate() {
-        if let Some(first) = names.states[..i]
-            .iter()
-            .find(|s| s.name.node == state.name.node)
-        {
+        if let Some(first) = names.states[..i].iter().find(|s| s.name.node == state.name.node) {
             out.push(
                 Diagnostic::error(
                     "duplicate",
@@ -201,10 +184,7 @@ fn correlation_key_declared(process: &ast::Process, names: &Names<'_>, out: &mut
             Diagnostic::error(
                 "correlation",
                 process.name.span,
-                format!(
-                    "process `{}` does not say how inputs are correlated",
-                    process.name.node
-                ),
+                format!("process `{}` does not say how inputs are correlated", process.name.node),
             )
             .with_help("add `correlate by FIELD: KeyType` naming the field every input carries"),
         );
@@ -223,10 +203,9 @@ fn unknown_states(_: &ast::Process, names: &Names<'_>, out: &mut Vec<Diagnostic>
                     target.span,
                     format!("no state named `{}`", target.node),
                 );
-                if let Some(close) = closest(
-                    &target.node,
-                    names.states.iter().map(|s| s.name.node.as_str()),
-                ) {
+                if let Some(close) =
+                    closest(&target.node, names.states.iter().map(|s| s.name.node.as_str()))
+                {
                     diagnostic = diagnostic
                         .with_help(format!("a state with a similar name exists: `{close}`"));
                 } else {
@@ -284,11 +263,7 @@ fn unhandled_inputs(_: &ast::Process, names: &Names<'_>, out: &mut Vec<Diagnosti
         if missing.is_empty() {
             continue;
         }
-        let listed = missing
-            .iter()
-            .map(|m| format!("`{m}`"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let listed = missing.iter().map(|m| format!("`{m}`")).collect::<Vec<_>>().join(", ");
         let label = if missing.len() == 1 {
             format!("{listed} is neither handled nor ignored here")
         } else {
@@ -312,25 +287,16 @@ fn unhandled_inputs(_: &ast::Process, names: &Names<'_>, out: &mut Vec<Diagnosti
 }
 
 fn handlers<'a>(names: &'a Names<'a>) -> impl Iterator<Item = &'a ast::Handler> + 'a {
-    names
-        .states
-        .iter()
-        .flat_map(|s| s.body.iter().flatten())
-        .filter_map(|item| match item {
-            StateItem::Handler(handler) => Some(handler),
-            StateItem::Ignore(_) => None,
-        })
+    names.states.iter().flat_map(|s| s.body.iter().flatten()).filter_map(|item| match item {
+        StateItem::Handler(handler) => Some(handler),
+        StateItem::Ignore(_) => None,
+    })
 }
 
 /// The candidate nearest to `name`, if it is near enough to be a typo.
 fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
     candidates
-        .map(|c| {
-            (
-                crate::parse::edit_distance(&name.to_lowercase(), &c.to_lowercase()),
-                c,
-            )
-        })
+        .map(|c| (crate::parse::edit_distance(&name.to_lowercase(), &c.to_lowercase()), c))
         .filter(|(d, c)| *d <= 2.max(c.len() / 3))
         .min_by_key(|(d, _)| *d)
         .map(|(_, c)| c)
@@ -338,20 +304,13 @@ fn closest<'a>(name: &str, candidates: impl Iterator<Item = &'a str>) -> Option<
 
 /// Builds the model of a process that passed every check.
 fn resolve(process: &ast::Process, names: &Names<'_>) -> ProcessModel {
-    let (default_field, key_type) = names
-        .default_key
-        .expect("checked: correlation_key_declared");
+    let (default_field, key_type) = names.default_key.expect("checked: correlation_key_declared");
     let inputs: Vec<InputModel> = names
         .inputs
         .iter()
         .map(|(name, span)| InputModel {
             name: ast::Ident::new((*name).to_owned(), *span),
-            key_field: names
-                .event_keys
-                .get(name)
-                .copied()
-                .unwrap_or(default_field)
-                .clone(),
+            key_field: names.event_keys.get(name).copied().unwrap_or(default_field).clone(),
         })
         .collect();
     let input_index = |name: &str| inputs.iter().position(|i| i.name.node == name);
@@ -413,23 +372,13 @@ fn resolve_handler(
     let mut target = None;
     for statement in &handler.body {
         match statement {
-            Statement::Send {
-                command,
-                fields,
-                span,
-            } => {
-                let index = commands
-                    .iter()
-                    .position(|c| same_path(c, command))
-                    .unwrap_or_else(|| {
+            Statement::Send { command, fields, span } => {
+                let index =
+                    commands.iter().position(|c| same_path(c, command)).unwrap_or_else(|| {
                         commands.push(command.clone());
                         commands.len() - 1
                     });
-                actions.push(Action::Send {
-                    command: index,
-                    fields: fields.clone(),
-                    span: *span,
-                });
+                actions.push(Action::Send { command: index, fields: fields.clone(), span: *span });
             }
             Statement::Transition { target: name, .. } => target = names.state(&name.node),
         }
@@ -444,8 +393,5 @@ fn resolve_handler(
 }
 
 fn same_path(a: &ast::TypePath, b: &ast::TypePath) -> bool {
-    a.segments
-        .iter()
-        .map(|s| &s.node)
-        .eq(b.segments.iter().map(|s| &s.node))
+    a.segments.iter().map(|s| &s.node).eq(b.segments.iter().map(|s| &s.node))
 }

@@ -22,6 +22,7 @@ struct Names {
     data: Ident,
     input: Ident,
     output: Ident,
+    timer: Ident,
 }
 
 fn ident(name: &str) -> Ident {
@@ -36,14 +37,9 @@ fn process(p: &ProcessModel) -> TokenStream {
         data: format_ident!("{name}Data"),
         input: format_ident!("{name}Input"),
         output: format_ident!("{name}Output"),
+        timer: format_ident!("{name}Timer"),
     };
-    let Names {
-        process,
-        state,
-        data,
-        input,
-        output,
-    } = &names;
+    let Names { process, state, data, input, output, timer } = &names;
     let private = quote!(::switchyard::__private);
     let docs = doc_attrs(&p.docs);
     let key = ty(&p.key_type);
@@ -133,6 +129,11 @@ fn process(p: &ProcessModel) -> TokenStream {
             #(#command_variants(#command_types),)*
         }
 
+        #[doc = concat!("The timers of [`", #process_name, "`].")]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::switchyard::__private::serde")]
+        pub enum #timer {}
+
         const _: () = {
             #(
                 impl ::core::convert::From<#input_types> for #input {
@@ -171,6 +172,7 @@ fn process(p: &ProcessModel) -> TokenStream {
                 type Key = #key;
                 type Input = #input;
                 type Output = #output;
+                type Timer = #timer;
 
                 fn is_final(state: #state) -> bool {
                     #is_final
@@ -188,6 +190,10 @@ fn process(p: &ProcessModel) -> TokenStream {
                     match (state, input) {
                         #(#arms)*
                     }
+                }
+
+                fn timer_input(timer: #timer) -> #input {
+                    match timer {}
                 }
 
                 fn routes() -> &'static [#private::Route<Self>] {
@@ -237,9 +243,7 @@ fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> Toke
         .actions
         .iter()
         .map(|action| match action {
-            Action::Send {
-                command, fields, ..
-            } => {
+            Action::Send { command, fields, .. } => {
                 let path = type_path(&p.commands[*command]);
                 let variant = ident(&p.commands[*command].name().node);
                 let value = match fields {
@@ -269,7 +273,7 @@ fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> Toke
     quote! {
         #outputs
         #(#sends)*
-        #private::Decision::handled(#next, ::core::option::Option::None, outputs)
+        #private::Decision::handled(#next, ::core::option::Option::None, outputs, ::std::vec::Vec::new())
     }
 }
 
@@ -338,11 +342,7 @@ fn expr(e: &ast::Expr, mode: Mode) -> TokenStream {
             };
         }
         ExprKind::Binary(op, left, right) => {
-            let operands = if op.is_comparison() {
-                Mode::Place
-            } else {
-                Mode::Value
-            };
+            let operands = if op.is_comparison() { Mode::Place } else { Mode::Value };
             let left = expr(left, operands);
             let right = expr(right, operands);
             let op = binary_op(*op);
@@ -503,6 +503,7 @@ fn description(p: &ProcessModel) -> TokenStream {
             docs: #docs,
             states: &[#(#states),*],
             inputs: &[#(#inputs),*],
+            timers: &[],
             transitions: &[#(#transitions),*],
         };
         &DESCRIPTION

@@ -59,10 +59,7 @@ impl Diagnostic {
     }
 
     pub fn warning(code: &'static str, span: Span, message: impl Into<String>) -> Diagnostic {
-        Diagnostic {
-            severity: Severity::Warning,
-            ..Diagnostic::error(code, span, message)
-        }
+        Diagnostic { severity: Severity::Warning, ..Diagnostic::error(code, span, message) }
     }
 
     pub fn with_span_label(mut self, message: impl Into<String>) -> Diagnostic {
@@ -71,10 +68,7 @@ impl Diagnostic {
     }
 
     pub fn with_label(mut self, span: Span, message: impl Into<String>) -> Diagnostic {
-        self.labels.push(Label {
-            span,
-            message: message.into(),
-        });
+        self.labels.push(Label { span, message: message.into() });
         self
     }
 
@@ -112,11 +106,7 @@ impl Diagnostic {
     /// the location, the marked source lines and the help.
     pub fn render_snippet(&self, source: &Source<'_>) -> String {
         let mut lines = vec![(self.span, self.span_label.as_deref().unwrap_or(""), '^')];
-        lines.extend(
-            self.labels
-                .iter()
-                .map(|label| (label.span, label.message.as_str(), '-')),
-        );
+        lines.extend(self.labels.iter().map(|label| (label.span, label.message.as_str(), '-')));
         let gutter = lines
             .iter()
             .map(|(span, _, _)| source.line_col(span.start as usize).line.to_string().len())
@@ -126,11 +116,7 @@ impl Diagnostic {
 
         let mut out = String::new();
         let start = source.line_col(self.span.start as usize);
-        let _ = writeln!(
-            out,
-            "{pad}--> {}:{}:{}",
-            source.name, start.line, start.column
-        );
+        let _ = writeln!(out, "{pad}--> {}:{}:{}", source.name, start.line, start.column);
         let _ = writeln!(out, "{pad} |");
         for (span, message, mark) in lines {
             source.write_snippet(&mut out, span, message, mark, gutter);
@@ -153,11 +139,7 @@ pub struct Source<'a> {
 
 impl<'a> Source<'a> {
     pub fn new(name: &'a str, text: &'a str) -> Source<'a> {
-        Source {
-            name,
-            text,
-            index: LineIndex::new(text),
-        }
+        Source { name, text, index: LineIndex::new(text) }
     }
 
     pub fn line_col(&self, offset: usize) -> crate::span::LineCol {
@@ -166,11 +148,7 @@ impl<'a> Source<'a> {
 
     /// Renders every diagnostic, separated by blank lines.
     pub fn render_all(&self, diagnostics: &[Diagnostic]) -> String {
-        diagnostics
-            .iter()
-            .map(|d| d.render_plain(self))
-            .collect::<Vec<_>>()
-            .join("\n")
+        diagnostics.iter().map(|d| d.render_plain(self)).collect::<Vec<_>>().join("\n")
     }
 
     /// One source line with a mark under `span` (clipped to the line it starts on).
@@ -186,14 +164,8 @@ impl<'a> Source<'a> {
         let line_index = start.line - 1;
         let line = self.index.line_text(self.text, line_index);
         let line_start = self.index.line_start(line_index);
-        let end = (span.end as usize)
-            .min(line_start + line.len())
-            .max(span.start as usize);
-        let width = self
-            .text
-            .get(span.start as usize..end)
-            .map_or(1, |s| s.chars().count())
-            .max(1);
+        let end = (span.end as usize).min(line_start + line.len()).max(span.start as usize);
+        let width = self.text.get(span.start as usize..end).map_or(1, |s| s.chars().count()).max(1);
         let indent: String = line
             .chars()
             .take(start.column - 1)
@@ -201,11 +173,7 @@ impl<'a> Source<'a> {
             .collect();
         let marks: String = std::iter::repeat_n(mark, width).collect();
         let _ = writeln!(out, "{:>gutter$} | {line}", start.line);
-        let message = if message.is_empty() {
-            String::new()
-        } else {
-            format!(" {message}")
-        };
+        let message = if message.is_empty() { String::new() } else { format!(" {message}") };
         let _ = writeln!(out, "{:gutter$} | {indent}{marks}{message}", "");
     }
 }

@@ -67,11 +67,7 @@ pub struct HandlerModel {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
     /// Sends a command; `command` indexes [`ProcessModel::commands`].
-    Send {
-        command: usize,
-        fields: Option<Vec<FieldInit>>,
-        span: Span,
-    },
+    Send { command: usize, fields: Option<Vec<FieldInit>>, span: Span },
 }
 
 impl ProcessModel {

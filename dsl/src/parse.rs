@@ -23,29 +23,17 @@ const MAX_NESTING: usize = 64;
 /// diagnostic says where and why.
 pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
     if let Some(diagnostic) = check_nesting(text) {
-        return (
-            File {
-                processes: Vec::new(),
-            },
-            vec![diagnostic],
-        );
+        return (File { processes: Vec::new() }, vec![diagnostic]);
     }
     pest::set_error_detail(true);
     match Grammar::parse(Rule::file, text) {
         Ok(mut pairs) => {
             let file = pairs.next().expect("`file` is the top rule");
-            let processes = children(file)
-                .filter(|p| p.as_rule() == Rule::process)
-                .map(process)
-                .collect();
+            let processes =
+                children(file).filter(|p| p.as_rule() == Rule::process).map(process).collect();
             (File { processes }, Vec::new())
         }
-        Err(error) => (
-            File {
-                processes: Vec::new(),
-            },
-            vec![syntax_error(text, &error)],
-        ),
+        Err(error) => (File { processes: Vec::new() }, vec![syntax_error(text, &error)]),
     }
 }
 
@@ -73,8 +61,7 @@ fn check_nesting(text: &str) -> Option<Diagnostic> {
 
 /// The children of a pair, without keyword tokens.
 fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
-    pair.into_inner()
-        .filter(|p| keyword_word(p.as_rule()).is_none())
+    pair.into_inner().filter(|p| keyword_word(p.as_rule()).is_none())
 }
 
 /// The word a keyword rule matches.
@@ -137,12 +124,7 @@ fn process(pair: Pair<'_, Rule>) -> Process {
             rule => unreachable!("process item {rule:?}"),
         }
     }
-    Process {
-        docs,
-        name: name.expect("process name"),
-        items,
-        span,
-    }
+    Process { docs, name: name.expect("process name"), items, span }
 }
 
 fn state(pair: Pair<'_, Rule>) -> State {
@@ -165,13 +147,7 @@ fn state(pair: Pair<'_, Rule>) -> State {
             rule => unreachable!("state part {rule:?}"),
         }
     }
-    State {
-        docs,
-        kind,
-        name: name.expect("state name"),
-        body,
-        span,
-    }
+    State { docs, kind, name: name.expect("state name"), body, span }
 }
 
 fn state_item(pair: Pair<'_, Rule>) -> StateItem {
@@ -202,27 +178,15 @@ fn handler(pair: Pair<'_, Rule>) -> Handler {
             rule => unreachable!("handler part {rule:?}"),
         }
     }
-    Handler {
-        docs,
-        input: input.expect("handler input"),
-        guard,
-        body,
-        span,
-    }
+    Handler { docs, input: input.expect("handler input"), guard, body, span }
 }
 
 fn send(pair: Pair<'_, Rule>) -> Statement {
     let span = span(&pair);
     let mut parts = children(pair);
     let command = type_path(parts.next().expect("command"));
-    let fields = parts
-        .next()
-        .map(|inits| children(inits).map(field_init).collect());
-    Statement::Send {
-        command,
-        fields,
-        span,
-    }
+    let fields = parts.next().map(|inits| children(inits).map(field_init).collect());
+    Statement::Send { command, fields, span }
 }
 
 fn field_init(pair: Pair<'_, Rule>) -> FieldInit {
@@ -254,11 +218,7 @@ fn type_path(pair: Pair<'_, Rule>) -> TypePath {
             rule => unreachable!("type path part {rule:?}"),
         }
     }
-    TypePath {
-        segments,
-        args,
-        span,
-    }
+    TypePath { segments, args, span }
 }
 
 fn pratt() -> PrattParser<Rule> {
@@ -295,10 +255,7 @@ fn expr(pair: Pair<'_, Rule>) -> Expr {
                     Rule::op_not => UnaryOp::Not,
                     _ => UnaryOp::Neg,
                 };
-                Expr {
-                    kind: ExprKind::Unary(op, Box::new(operand)),
-                    span,
-                }
+                Expr { kind: ExprKind::Unary(op, Box::new(operand)), span }
             })
             .map_postfix(|operand, op| {
                 let span = operand.span.to(self::span(&op));
@@ -334,10 +291,7 @@ fn expr(pair: Pair<'_, Rule>) -> Expr {
                     _ => BinaryOp::Rem,
                 };
                 let span = left.span.to(right.span);
-                Expr {
-                    kind: ExprKind::Binary(op, Box::new(left), Box::new(right)),
-                    span,
-                }
+                Expr { kind: ExprKind::Binary(op, Box::new(left), Box::new(right)), span }
             })
             .parse(pair.into_inner())
     })
@@ -368,14 +322,7 @@ fn primary(pair: Pair<'_, Rule>) -> Expr {
             let path_span = self::span(&path);
             let segments = children(path).map(ident).collect();
             let fields = parts.map(field_init).collect();
-            ExprKind::Struct(
-                TypePath {
-                    segments,
-                    args: Vec::new(),
-                    span: path_span,
-                },
-                fields,
-            )
+            ExprKind::Struct(TypePath { segments, args: Vec::new(), span: path_span }, fields)
         }
         Rule::list => ExprKind::List(children(pair).map(expr).collect()),
         Rule::paren => ExprKind::Paren(Box::new(expr(children(pair).next().expect("inner")))),
@@ -516,10 +463,7 @@ fn found_at(text: &str, offset: usize) -> (String, usize) {
         return ("end of file".to_owned(), 0);
     };
     if first.is_alphanumeric() || first == '_' {
-        let word: String = rest
-            .chars()
-            .take_while(|c| c.is_alphanumeric() || *c == '_')
-            .collect();
+        let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
         let len = word.len();
         return (format!("`{word}`"), len);
     }
@@ -540,10 +484,7 @@ fn syntax_help(text: &str, offset: usize, expected: &[String]) -> Option<String>
     if rest.trim().is_empty() && expected.iter().any(|e| e == "`}`") {
         return Some("add the missing `}`".to_owned());
     }
-    let word: String = rest
-        .chars()
-        .take_while(|c| c.is_alphanumeric() || *c == '_')
-        .collect();
+    let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
     if !word.is_empty() {
         for candidate in expected {
             let keyword = candidate.trim_matches('`');

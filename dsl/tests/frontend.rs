@@ -9,11 +9,7 @@ use switchyard_dsl::{Handling, Source, compile, parse};
 fn check(text: &str, expected: &str) {
     let (_, diagnostics) = compile(text);
     let rendered = Source::new("test.yard", text).render_all(&diagnostics);
-    assert_eq!(
-        rendered.trim_end(),
-        expected.trim(),
-        "\n--- rendered ---\n{rendered}"
-    );
+    assert_eq!(rendered.trim_end(), expected.trim(), "\n--- rendered ---\n{rendered}");
 }
 
 const CAMPAIGN: &str = include_str!("../../examples/campaign.yard");
@@ -25,37 +21,18 @@ fn the_campaign_saga_is_clean() {
     let model = model.unwrap();
     let process = &model.processes[0];
     assert_eq!(process.name.node, "CampaignPublishing");
-    let inputs: Vec<_> = process
-        .inputs
-        .iter()
-        .map(|i| i.name.node.as_str())
-        .collect();
-    assert_eq!(
-        inputs,
-        [
-            "CampaignActivated",
-            "PublishingConfirmed",
-            "PublishingRejected"
-        ]
-    );
+    let inputs: Vec<_> = process.inputs.iter().map(|i| i.name.node.as_str()).collect();
+    assert_eq!(inputs, ["CampaignActivated", "PublishingConfirmed", "PublishingRejected"]);
     let idle = &process.states[process.initial];
     assert_eq!(idle.name.node, "Idle");
     assert!(
         matches!(&idle.table[0], Handling::Handled(h) if h.len() == 1 && h[0].target == Some(1))
     );
     assert!(matches!(idle.table[1], Handling::Ignored(_)));
-    let commands: Vec<_> = process
-        .commands
-        .iter()
-        .map(|c| c.name().node.as_str())
-        .collect();
+    let commands: Vec<_> = process.commands.iter().map(|c| c.name().node.as_str()).collect();
     assert_eq!(
         commands,
-        [
-            "SubmitAdvertisement",
-            "TrackPublishingConfirmation",
-            "TrackPublishingRejection"
-        ]
+        ["SubmitAdvertisement", "TrackPublishingConfirmation", "TrackPublishingRejection"]
     );
 }
 
@@ -261,11 +238,9 @@ fn grouped(e: &Expr) -> String {
     match &e.kind {
         ExprKind::Lit(lit) => format!("{lit:?}"),
         ExprKind::Name(name) => name.clone(),
-        ExprKind::Path(segments) => segments
-            .iter()
-            .map(|s| s.node.as_str())
-            .collect::<Vec<_>>()
-            .join("::"),
+        ExprKind::Path(segments) => {
+            segments.iter().map(|s| s.node.as_str()).collect::<Vec<_>>().join("::")
+        }
         ExprKind::Field(base, field) => format!("{}.{}", grouped(base), field.node),
         ExprKind::Call(callee, args) => format!("{}({})", grouped(callee), list(args)),
         ExprKind::MethodCall(receiver, method, args) => {
@@ -297,9 +272,7 @@ fn guard_of(text: &str) -> String {
     let source = format!("process P {{ initial state A {{ on X when {text} {{ }} }} }}");
     let (file, diagnostics) = parse(&source);
     assert!(diagnostics.is_empty(), "{diagnostics:#?}");
-    let ProcessItem::State(state) = &file.processes[0].items[0] else {
-        panic!("not a state")
-    };
+    let ProcessItem::State(state) = &file.processes[0].items[0] else { panic!("not a state") };
     let StateItem::Handler(handler) = &state.body.as_ref().unwrap()[0] else {
         panic!("not a handler")
     };
@@ -308,14 +281,8 @@ fn guard_of(text: &str) -> String {
 
 #[test]
 fn operators_group_with_rust_precedence() {
-    assert_eq!(
-        guard_of("a || b && c == d + e * f"),
-        "(a || (b && (c == (d + (e * f)))))"
-    );
-    assert_eq!(
-        guard_of("-a.b * !c - d / e % f"),
-        "(((Neg a.b) * (Not c)) - ((d / e) % f))"
-    );
+    assert_eq!(guard_of("a || b && c == d + e * f"), "(a || (b && (c == (d + (e * f)))))");
+    assert_eq!(guard_of("-a.b * !c - d / e % f"), "(((Neg a.b) * (Not c)) - ((d / e) % f))");
 }
 
 #[test]
@@ -339,27 +306,14 @@ fn send_fields_and_docs_are_kept() {
     );
     let process = &file.processes[0];
     assert_eq!(process.docs, ["The process."]);
-    let ProcessItem::State(state) = &process.items[0] else {
-        panic!("not a state")
-    };
+    let ProcessItem::State(state) = &process.items[0] else { panic!("not a state") };
     assert_eq!(state.docs, ["A state."]);
     let StateItem::Handler(handler) = &state.body.as_ref().unwrap()[0] else {
         panic!("not a handler")
     };
     assert_eq!(handler.docs, ["A handler."]);
-    let Statement::Send {
-        command, fields, ..
-    } = &handler.body[0]
-    else {
-        panic!("not a send")
-    };
+    let Statement::Send { command, fields, .. } = &handler.body[0] else { panic!("not a send") };
     assert_eq!(command.name().node, "C");
     let fields = fields.as_ref().unwrap();
-    assert_eq!(
-        fields
-            .iter()
-            .map(|f| f.name.node.as_str())
-            .collect::<Vec<_>>(),
-        ["a", "b"]
-    );
+    assert_eq!(fields.iter().map(|f| f.name.node.as_str()).collect::<Vec<_>>(), ["a", "b"]);
 }

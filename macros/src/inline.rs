@@ -13,17 +13,9 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let errors: TokenStream = diagnostics
         .iter()
         .filter(|d| d.is_error())
-        .map(|d| {
-            crate::error(
-                text.span_at(d.span.start as usize),
-                &crate::short_message(d),
-            )
-        })
+        .map(|d| crate::error(text.span_at(d.span.start as usize), &crate::short_message(d)))
         .collect();
-    let code = model
-        .as_ref()
-        .map(switchyard_dsl::codegen)
-        .unwrap_or_default();
+    let code = model.as_ref().map(switchyard_dsl::codegen).unwrap_or_default();
     quote!(#errors #code)
 }
 

@@ -78,10 +78,7 @@ fn from_file(literal: &syn::LitStr) -> TokenStream2 {
             error(literal.span(), &message)
         })
         .collect();
-    let code = model
-        .as_ref()
-        .map(switchyard_dsl::codegen)
-        .unwrap_or_default();
+    let code = model.as_ref().map(switchyard_dsl::codegen).unwrap_or_default();
     quote!(#track #errors #code)
 }
 
@@ -141,11 +138,7 @@ fn derive_message(input: TokenStream, kind: TokenStream2) -> TokenStream {
 /// The `name` of `#[switchyard(name = "...")]`, or the type's name.
 fn wire_name(input: &syn::DeriveInput) -> syn::Result<String> {
     let mut name = None;
-    for attr in input
-        .attrs
-        .iter()
-        .filter(|a| a.path().is_ident("switchyard"))
-    {
+    for attr in input.attrs.iter().filter(|a| a.path().is_ident("switchyard")) {
         attr.parse_nested_meta(|meta| {
             if meta.path.is_ident("name") {
                 let value: syn::LitStr = meta.value()?.parse()?;

@@ -47,10 +47,7 @@ pub struct EngineBuilder {
 impl std::fmt::Debug for EngineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EngineBuilder")
-            .field(
-                "processes",
-                &self.processes.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            )
+            .field("processes", &self.processes.iter().map(|p| p.name()).collect::<Vec<_>>())
             .field("commands", &self.handlers.keys().collect::<Vec<_>>())
             .finish()
     }
@@ -119,10 +116,7 @@ struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field(
-                "processes",
-                &self.processes.iter().map(|p| p.name()).collect::<Vec<_>>(),
-            )
+            .field("processes", &self.processes.iter().map(|p| p.name()).collect::<Vec<_>>())
             .field("in_flight", &self.in_flight)
             .finish_non_exhaustive()
     }
@@ -307,9 +301,7 @@ impl Shared {
                 };
                 self.start();
                 let ctx = CommandContext {
-                    engine: Engine {
-                        shared: self.clone(),
-                    },
+                    engine: Engine { shared: self.clone() },
                     message_id: envelope.id,
                     published: Arc::new(AtomicU64::new(0)),
                 };
@@ -336,10 +328,7 @@ impl Shared {
     fn dead_letter(&self, envelope: Envelope, reason: String) {
         warn!(message = %envelope.name, id = %envelope.id, %reason, "dead-lettered");
         self.stats.lock().unwrap().dead_lettered += 1;
-        self.dead_letters
-            .lock()
-            .unwrap()
-            .push(DeadLetter { envelope, reason });
+        self.dead_letters.lock().unwrap().push(DeadLetter { envelope, reason });
     }
 
     fn start(&self) {
@@ -359,9 +348,7 @@ impl CommandContext {
     pub fn publish<E: Event>(&self, event: E) -> MessageId {
         let mut envelope = Envelope::event(event);
         let index = self.published.fetch_add(1, Ordering::Relaxed);
-        envelope.id = self
-            .message_id
-            .derive(u32::try_from(index).unwrap_or(u32::MAX));
+        envelope.id = self.message_id.derive(u32::try_from(index).unwrap_or(u32::MAX));
         envelope.causation = Some(self.message_id);
         let id = envelope.id;
         self.engine.shared.dispatch(envelope);
@@ -416,10 +403,7 @@ impl<P: Process> ProcessRunner<P> {
         }
         let instances = self.instances.lock().unwrap();
         let instance = instances.get(key)?;
-        Some(InstanceStatus::Running {
-            state: instance.state,
-            data: instance.data.clone(),
-        })
+        Some(InstanceStatus::Running { state: instance.state, data: instance.data.clone() })
     }
 
     /// Loads the instance, decides, applies the decision and dispatches what it sends.
@@ -437,11 +421,7 @@ impl<P: Process> ProcessRunner<P> {
             Some(instance) => (instance.state, &instance.data),
             None => (P::INITIAL, &P::Data::default()),
         };
-        let ctx = Context {
-            key: &key,
-            now: envelope.time,
-            message_id: envelope.id,
-        };
+        let ctx = Context { key: &key, now: envelope.time, message_id: envelope.id };
         let decision = P::decide(state, data, &input, &ctx);
         if decision.outcome == Outcome::Ignored {
             let mut stats = shared.stats.lock().unwrap();
@@ -467,14 +447,7 @@ impl<P: Process> ProcessRunner<P> {
             info!(state = ?next, "{}[{key:?}] completed in {next:?}", P::NAME);
             self.completed.lock().unwrap().insert(key, next);
         } else {
-            instances.insert(
-                key,
-                Instance {
-                    state: next,
-                    data,
-                    version,
-                },
-            );
+            instances.insert(key, Instance { state: next, data, version });
         }
         drop(instances);
         shared.stats.lock().unwrap().handled += 1;

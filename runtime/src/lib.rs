@@ -19,7 +19,7 @@ pub use message::{
 };
 pub use process::{
     Context, Decision, Description, Handles, Outcome, Outgoing, Process, Route, StateDescription,
-    StateKind, Transition,
+    StateKind, TimerOp, Transition,
 };
 
 /// What generated code uses. Not a public API: it changes with the generator.

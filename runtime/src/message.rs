@@ -79,9 +79,7 @@ pub struct Timestamp(pub u64);
 
 impl Timestamp {
     pub fn now() -> Timestamp {
-        let since = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default();
+        let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
         Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
     }
 
@@ -132,14 +130,10 @@ impl Body {
     pub fn decode<T: DeserializeOwned + Clone + 'static>(&self) -> Result<T, DecodeError> {
         match self {
             Body::Value(value) => {
-                value
-                    .as_any()
-                    .downcast_ref::<T>()
-                    .cloned()
-                    .ok_or_else(|| DecodeError::WrongType {
-                        expected: std::any::type_name::<T>(),
-                        found: format!("{value:?}"),
-                    })
+                value.as_any().downcast_ref::<T>().cloned().ok_or_else(|| DecodeError::WrongType {
+                    expected: std::any::type_name::<T>(),
+                    found: format!("{value:?}"),
+                })
             }
             Body::Json(bytes) => serde_json::from_slice(bytes).map_err(DecodeError::Json),
         }
@@ -159,10 +153,7 @@ pub enum DecodeError {
     #[error("malformed JSON: {0}")]
     Json(#[source] serde_json::Error),
     #[error("expected a `{expected}`, found {found}")]
-    WrongType {
-        expected: &'static str,
-        found: String,
-    },
+    WrongType { expected: &'static str, found: String },
 }
 
 /// A message with what the runtime needs to route it and to drop duplicates.
@@ -218,10 +209,7 @@ mod tests {
         let json = Body::Json(typed.to_json().unwrap());
         assert_eq!(typed.decode::<Vec<u32>>().unwrap(), vec![1, 2]);
         assert_eq!(json.decode::<Vec<u32>>().unwrap(), vec![1, 2]);
-        assert!(matches!(
-            typed.decode::<String>(),
-            Err(DecodeError::WrongType { .. })
-        ));
+        assert!(matches!(typed.decode::<String>(), Err(DecodeError::WrongType { .. })));
         assert!(matches!(
             Body::Json(Arc::from(&b"{"[..])).decode::<u32>(),
             Err(DecodeError::Json(_))

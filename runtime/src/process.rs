@@ -21,10 +21,12 @@ pub trait Process: Sized + Send + Sync + 'static {
     type Data: Clone + Default + Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
     /// The correlation key: which instance a message belongs to.
     type Key: Clone + Eq + Hash + Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
-    /// One variant per input event type.
+    /// One variant per input: each event type, and each timer.
     type Input: Clone + Debug + Send + 'static;
-    /// One variant per command type the process sends.
+    /// One variant per command type the process sends and per event type it publishes.
     type Output: Outgoing + Clone + Debug + Send + 'static;
+    /// One variant per declared timer.
+    type Timer: Copy + Eq + Hash + Debug + Send + Sync + Serialize + DeserializeOwned + 'static;
 
     /// Whether entering `state` completes the instance.
     fn is_final(state: Self::State) -> bool;
@@ -37,6 +39,9 @@ pub trait Process: Sized + Send + Sync + 'static {
         input: &Self::Input,
         ctx: &Context<'_, Self::Key>,
     ) -> Decision<Self>;
+
+    /// The input a due timer arrives as.
+    fn timer_input(timer: Self::Timer) -> Self::Input;
 
     /// How each input event is decoded and correlated, by wire name.
     fn routes() -> &'static [Route<Self>];
@@ -82,14 +87,26 @@ pub enum Outcome {
     Ignored,
 }
 
-/// The result of `decide`: the next state, changed data, and the messages to send.
+/// A change to the timers of one instance, in decision order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TimerOp<T> {
+    /// Fire `timer` at `at`; scheduling a pending timer again moves it.
+    Schedule { timer: T, at: Timestamp },
+    /// Drop `timer` if it is pending.
+    Cancel { timer: T },
+}
+
+/// The result of `decide`: the next state, changed data, the messages to
+/// send, and the timer changes, all to be committed together.
 #[derive(Debug)]
 pub struct Decision<P: Process> {
     pub outcome: Outcome,
     pub state: P::State,
     /// `Some` only when a handler changed the data.
     pub data: Option<P::Data>,
+    /// Commands and events, in the order the handler wrote them.
     pub outputs: Vec<P::Output>,
+    pub timers: Vec<TimerOp<P::Timer>>,
 }
 
 impl<P: Process> Decision<P> {
@@ -99,16 +116,17 @@ impl<P: Process> Decision<P> {
             state,
             data: None,
             outputs: Vec::new(),
+            timers: Vec::new(),
         }
     }
 
-    pub fn handled(state: P::State, data: Option<P::Data>, outputs: Vec<P::Output>) -> Decision<P> {
-        Decision {
-            outcome: Outcome::Handled,
-            state,
-            data,
-            outputs,
-        }
+    pub fn handled(
+        state: P::State,
+        data: Option<P::Data>,
+        outputs: Vec<P::Output>,
+        timers: Vec<TimerOp<P::Timer>>,
+    ) -> Decision<P> {
+        Decision { outcome: Outcome::Handled, state, data, outputs, timers }
     }
 }
 
@@ -119,6 +137,7 @@ impl<P: Process> Clone for Decision<P> {
             state: self.state,
             data: self.data.clone(),
             outputs: self.outputs.clone(),
+            timers: self.timers.clone(),
         }
     }
 }
@@ -136,9 +155,7 @@ pub struct Route<P: Process> {
 
 impl<P: Process> Debug for Route<P> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Route")
-            .field("event", &self.event)
-            .finish_non_exhaustive()
+        f.debug_struct("Route").field("event", &self.event).finish_non_exhaustive()
     }
 }
 
@@ -157,6 +174,8 @@ pub struct Description {
     pub states: &'static [StateDescription],
     /// The wire names of the input events.
     pub inputs: &'static [&'static str],
+    /// The declared timers.
+    pub timers: &'static [&'static str],
     pub transitions: &'static [Transition],
 }
 
@@ -167,12 +186,14 @@ pub struct StateDescription {
     pub docs: &'static str,
 }
 
-/// An edge of the state graph: in `from`, `input` leads to `to`, sending `sends`.
+/// An edge of the state graph: in `from`, `input` (an event type or a timer,
+/// as declared) leads to `to`, sending `sends`.
 #[derive(Debug)]
 pub struct Transition {
     pub from: &'static str,
     pub input: &'static str,
     pub guarded: bool,
     pub to: &'static str,
+    /// The command and event types the handler sends and publishes, in order.
     pub sends: &'static [&'static str],
 }
