@@ -43,6 +43,7 @@ fn process(p: &ProcessModel) -> TokenStream {
     let private = quote!(::switchyard::__private);
     let docs = doc_attrs(&p.docs);
     let key = ty(&p.key_type);
+    let process_name = name.as_str();
 
     let state_variants: Vec<Ident> = p.states.iter().map(|s| ident(&s.name.node)).collect();
     let state_docs: Vec<TokenStream> = p.states.iter().map(|s| doc_attrs(&s.docs)).collect();
@@ -60,40 +61,85 @@ fn process(p: &ProcessModel) -> TokenStream {
         quote!(::core::matches!(state, #(#state::#finals)|*))
     };
 
-    let input_types: Vec<Ident> = p.inputs.iter().map(|i| ident(&i.name.node)).collect();
-    let key_fields: Vec<Ident> = p.inputs.iter().map(|i| ident(&i.key_field.node)).collect();
-    let command_types: Vec<TokenStream> = p.commands.iter().map(type_path).collect();
-    let command_variants: Vec<Ident> = p.commands.iter().map(|c| ident(&c.name().node)).collect();
+    // Data: the fields, and `Default` from their initial values.
+    let field_names: Vec<Ident> = p.data.iter().map(|f| ident(&f.name.node)).collect();
+    let field_types: Vec<TokenStream> = p.data.iter().map(|f| ty(&f.ty)).collect();
+    let field_docs: Vec<TokenStream> = p.data.iter().map(|f| doc_attrs(&f.docs)).collect();
+    let field_inits: Vec<TokenStream> = p
+        .data
+        .iter()
+        .map(|f| match &f.init {
+            Some(init) => expr(init, Mode::Value),
+            None => quote!(::core::default::Default::default()),
+        })
+        .collect();
+
+    let timer_variants: Vec<Ident> = p.timers.iter().map(|t| ident(&t.name.node)).collect();
+    let timer_docs: Vec<TokenStream> = p.timers.iter().map(|t| doc_attrs(&t.docs)).collect();
+
+    let event_types: Vec<Ident> = p.events().map(|(_, i)| ident(&i.name.node)).collect();
+    let key_fields: Vec<Ident> = p
+        .events()
+        .map(|(_, i)| match &i.kind {
+            InputKind::Event { key_field } => ident(&key_field.node),
+            InputKind::Timer(_) => unreachable!("events() yields events"),
+        })
+        .collect();
+
+    let output_types: Vec<TokenStream> = p.outputs.iter().map(|o| type_path(&o.path)).collect();
+    let output_variants: Vec<Ident> =
+        p.outputs.iter().map(|o| ident(&o.path.name().node)).collect();
+    let output_traits: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .map(|o| match o.kind {
+            OutputKind::Command => quote!(#private::Command),
+            OutputKind::Event => quote!(#private::Event),
+        })
+        .collect();
+    let output_kinds: Vec<TokenStream> = p
+        .outputs
+        .iter()
+        .map(|o| match o.kind {
+            OutputKind::Command => quote!(#private::MessageKind::Command),
+            OutputKind::Event => quote!(#private::MessageKind::Event),
+        })
+        .collect();
+    let (output_name, output_kind, output_body) = if p.outputs.is_empty() {
+        (quote!(match *self {}), quote!(match *self {}), quote!(match self {}))
+    } else {
+        (
+            quote!(match self { #(#output::#output_variants(_) => <#output_types as #output_traits>::NAME,)* }),
+            quote!(match self { #(#output::#output_variants(_) => #output_kinds,)* }),
+            quote!(match self { #(#output::#output_variants(message) => #private::Body::value(message),)* }),
+        )
+    };
 
     let mut arms = Vec::new();
     for (s, variant) in p.states.iter().zip(&state_variants) {
-        for (handling, input_variant) in s.table.iter().zip(&input_types) {
+        for (handling, input_model) in s.table.iter().zip(&p.inputs) {
+            let input_variant = ident(&input_model.name.node);
+            let is_timer = matches!(input_model.kind, InputKind::Timer(_));
+            let pattern = match (is_timer, handling) {
+                (true, _) => quote!(#input::#input_variant),
+                (false, Handling::Handled(_)) => quote!(#input::#input_variant(event)),
+                (false, _) => quote!(#input::#input_variant(_)),
+            };
             let body = match handling {
-                Handling::Ignored(_) | Handling::Completed => {
+                Handling::Handled(handlers) => handled(p, &names, handlers),
+                Handling::Ignored(_) | Handling::NotPending | Handling::Completed => {
                     quote!(#private::Decision::ignored(state))
                 }
-                Handling::Handled(handlers) => handled(p, &names, handlers),
             };
-            let binding = match handling {
-                Handling::Handled(_) => quote!(event),
-                _ => quote!(_),
-            };
-            arms.push(quote!((#state::#variant, #input::#input_variant(#binding)) => { #body }));
+            arms.push(quote!((#state::#variant, #pattern) => { #body }));
         }
     }
-
+    let timer_inputs = if timer_variants.is_empty() {
+        quote!(match timer {})
+    } else {
+        quote!(match timer { #(#timer::#timer_variants => #input::#timer_variants,)* })
+    };
     let description = description(p);
-    let process_name = name.as_str();
-    let output_name = if command_variants.is_empty() {
-        quote!(match *self {})
-    } else {
-        quote!(match self { #(#output::#command_variants(_) => <#command_types as #private::Command>::NAME,)* })
-    };
-    let output_body = if command_variants.is_empty() {
-        quote!(match self {})
-    } else {
-        quote!(match self { #(#output::#command_variants(command) => #private::Body::value(command),)* })
-    };
 
     quote! {
         #docs
@@ -113,37 +159,48 @@ fn process(p: &ProcessModel) -> TokenStream {
         }
 
         #[doc = concat!("What an instance of [`", #process_name, "`] remembers.")]
-        #[derive(Clone, Debug, Default, PartialEq, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[derive(Clone, Debug, #private::serde::Serialize, #private::serde::Deserialize)]
         #[serde(crate = "::switchyard::__private::serde")]
-        pub struct #data {}
-
-        #[doc = concat!("The inputs of [`", #process_name, "`]: one variant per event type.")]
-        #[derive(Clone, Debug)]
-        pub enum #input {
-            #(#input_types(#input_types),)*
+        pub struct #data {
+            #(#field_docs pub #field_names: #field_types,)*
         }
 
-        #[doc = concat!("The messages [`", #process_name, "`] sends: one variant per command type.")]
-        #[derive(Clone, Debug)]
-        pub enum #output {
-            #(#command_variants(#command_types),)*
+        impl ::core::default::Default for #data {
+            fn default() -> Self {
+                #data { #(#field_names: #field_inits,)* }
+            }
         }
 
         #[doc = concat!("The timers of [`", #process_name, "`].")]
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, #private::serde::Serialize, #private::serde::Deserialize)]
         #[serde(crate = "::switchyard::__private::serde")]
-        pub enum #timer {}
+        pub enum #timer {
+            #(#timer_docs #timer_variants,)*
+        }
+
+        #[doc = concat!("The inputs of [`", #process_name, "`]: one variant per event type and per timer.")]
+        #[derive(Clone, Debug)]
+        pub enum #input {
+            #(#event_types(#event_types),)*
+            #(#timer_variants,)*
+        }
+
+        #[doc = concat!("The messages [`", #process_name, "`] sends and publishes: one variant per type.")]
+        #[derive(Clone, Debug)]
+        pub enum #output {
+            #(#output_variants(#output_types),)*
+        }
 
         const _: () = {
             #(
-                impl ::core::convert::From<#input_types> for #input {
-                    fn from(event: #input_types) -> Self {
-                        #input::#input_types(event)
+                impl ::core::convert::From<#event_types> for #input {
+                    fn from(event: #event_types) -> Self {
+                        #input::#event_types(event)
                     }
                 }
 
-                impl #private::Handles<#input_types> for #process {
-                    fn correlate(event: &#input_types) -> &#key {
+                impl #private::Handles<#event_types> for #process {
+                    fn correlate(event: &#event_types) -> &#key {
                         &event.#key_fields
                     }
                 }
@@ -155,7 +212,7 @@ fn process(p: &ProcessModel) -> TokenStream {
                 }
 
                 fn kind(&self) -> #private::MessageKind {
-                    #private::MessageKind::Command
+                    #output_kind
                 }
 
                 fn into_body(self) -> #private::Body {
@@ -178,7 +235,7 @@ fn process(p: &ProcessModel) -> TokenStream {
                     #is_final
                 }
 
-                #[allow(unused_variables, clippy::match_single_binding)]
+                #[allow(unused_variables, unused_mut, clippy::all)]
                 fn decide(
                     state: #state,
                     data: &#data,
@@ -193,14 +250,14 @@ fn process(p: &ProcessModel) -> TokenStream {
                 }
 
                 fn timer_input(timer: #timer) -> #input {
-                    match timer {}
+                    #timer_inputs
                 }
 
                 fn routes() -> &'static [#private::Route<Self>] {
                     const ROUTES: &[#private::Route<#process>] = &[
                         #(#private::Route {
-                            event: <#input_types as #private::Event>::NAME,
-                            decode: #private::route::<#process, #input_types>,
+                            event: <#event_types as #private::Event>::NAME,
+                            decode: #private::route::<#process, #event_types>,
                         },)*
                     ];
                     ROUTES
@@ -221,31 +278,30 @@ fn handled(p: &ProcessModel, names: &Names, handlers: &[HandlerModel]) -> TokenS
     for (i, handler) in handlers.iter().enumerate() {
         let body = handler_body(p, names, handler);
         let branch = match &handler.guard {
-            Some(guard) if i + 1 < handlers.len() || handlers.len() > 1 => {
+            Some(guard) => {
                 let guard = expr(guard, Mode::Place);
                 quote!(if #guard { #body })
             }
-            _ => quote!({ #body }),
+            None => quote!({ #body }),
         };
-        if i == 0 {
-            chain = branch;
-        } else {
-            chain = quote!(#chain else #branch);
-        }
+        chain = if i == 0 { branch } else { quote!(#chain else #branch) };
     }
     chain
 }
 
+/// One handler: its statements in order, then the decision. A handler that
+/// sets data works on a copy, and later reads in it see the new values.
 fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> TokenStream {
     let private = quote!(::switchyard::__private);
-    let Names { state, output, .. } = names;
-    let sends: Vec<TokenStream> = handler
-        .actions
-        .iter()
-        .map(|action| match action {
-            Action::Send { command, fields, .. } => {
-                let path = type_path(&p.commands[*command]);
-                let variant = ident(&p.commands[*command].name().node);
+    let Names { state, output, timer, .. } = names;
+    let mut statements = Vec::new();
+    let (mut emits, mut timer_ops, mut sets) = (0usize, 0usize, false);
+    for action in &handler.actions {
+        statements.push(match action {
+            Action::Emit { output: index, fields, .. } => {
+                emits += 1;
+                let path = type_path(&p.outputs[*index].path);
+                let variant = ident(&p.outputs[*index].path.name().node);
                 let value = match fields {
                     Some(fields) => {
                         let fields = fields.iter().map(field_init);
@@ -255,8 +311,31 @@ fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> Toke
                 };
                 quote!(outputs.push(#output::#variant(#value));)
             }
-        })
-        .collect();
+            Action::Set { field, value, .. } => {
+                sets = true;
+                let field = ident(&p.data[*field].name.node);
+                let value = expr(value, Mode::Value);
+                quote!(data.#field = #value;)
+            }
+            Action::Schedule { timer: index, when, .. } => {
+                timer_ops += 1;
+                let variant = ident(&p.timers[*index].name.node);
+                let at = match when {
+                    ast::ScheduleWhen::After(delay) => {
+                        let delay = expr(delay, Mode::Value);
+                        quote!(now + #delay)
+                    }
+                    ast::ScheduleWhen::At(at) => expr(at, Mode::Value),
+                };
+                quote!(timers.push(#private::TimerOp::Schedule { timer: #timer::#variant, at: #at });)
+            }
+            Action::Cancel { timer: index, .. } => {
+                timer_ops += 1;
+                let variant = ident(&p.timers[*index].name.node);
+                quote!(timers.push(#private::TimerOp::Cancel { timer: #timer::#variant });)
+            }
+        });
+    }
     let next = match handler.target {
         Some(target) => {
             let target = ident(&p.states[target].name.node);
@@ -264,16 +343,32 @@ fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> Toke
         }
         None => quote!(state),
     };
-    let capacity = sends.len();
-    let outputs = if sends.is_empty() {
-        quote!(let outputs = ::std::vec::Vec::new();)
-    } else {
-        quote!(let mut outputs = ::std::vec::Vec::with_capacity(#capacity);)
+    let vec = |count: usize| {
+        if count == 0 {
+            quote!(::std::vec::Vec::new())
+        } else {
+            quote!(::std::vec::Vec::with_capacity(#count))
+        }
     };
-    quote! {
-        #outputs
-        #(#sends)*
-        #private::Decision::handled(#next, ::core::option::Option::None, outputs, ::std::vec::Vec::new())
+    let (outputs, timers) = (vec(emits), vec(timer_ops));
+    if sets {
+        quote! {
+            let mut outputs = #outputs;
+            let mut timers = #timers;
+            let mut next_data = ::core::clone::Clone::clone(data);
+            {
+                let data = &mut next_data;
+                #(#statements)*
+            }
+            #private::Decision::handled(#next, ::core::option::Option::Some(next_data), outputs, timers)
+        }
+    } else {
+        quote! {
+            let mut outputs = #outputs;
+            let mut timers = #timers;
+            #(#statements)*
+            #private::Decision::handled(#next, ::core::option::Option::None, outputs, timers)
+        }
     }
 }
 
@@ -392,6 +487,10 @@ fn literal(lit: &Lit) -> TokenStream {
         }
         Lit::Bool(true) => quote!(true),
         Lit::Bool(false) => quote!(false),
+        Lit::Duration(value, unit) => {
+            let millis = Literal::u64_suffixed(value.saturating_mul(unit.millis()));
+            quote!(::core::time::Duration::from_millis(#millis))
+        }
     }
 }
 
@@ -472,25 +571,26 @@ fn description(p: &ProcessModel) -> TokenStream {
         };
         quote!(#private::StateDescription { name: #name, kind: #private::StateKind::#kind, docs: #docs })
     });
-    let inputs = p.inputs.iter().map(|i| {
+    let inputs = p.events().map(|(_, i)| {
         let ty = ident(&i.name.node);
         quote!(<#ty as #private::Event>::NAME)
     });
+    let timers = p.timers.iter().map(|t| t.name.node.as_str());
     let mut transitions = Vec::new();
     for s in &p.states {
         for (handling, input) in s.table.iter().zip(&p.inputs) {
-            let Handling::Handled(handlers) = handling else {
-                continue;
-            };
+            let Handling::Handled(handlers) = handling else { continue };
             for handler in handlers {
                 let from = &s.name.node;
                 let to = handler.target.map_or(from, |t| &p.states[t].name.node);
                 let input = &input.name.node;
                 let guarded = handler.guard.is_some();
-                let sends = handler
-                    .actions
-                    .iter()
-                    .map(|Action::Send { command, .. }| p.commands[*command].name().node.clone());
+                let sends = handler.actions.iter().filter_map(|action| match action {
+                    Action::Emit { output, .. } => {
+                        Some(p.outputs[*output].path.name().node.clone())
+                    }
+                    _ => None,
+                });
                 transitions.push(quote!(#private::Transition {
                     from: #from, input: #input, guarded: #guarded, to: #to, sends: &[#(#sends),*],
                 }));
@@ -503,7 +603,7 @@ fn description(p: &ProcessModel) -> TokenStream {
             docs: #docs,
             states: &[#(#states),*],
             inputs: &[#(#inputs),*],
-            timers: &[],
+            timers: &[#(#timers),*],
             transitions: &[#(#transitions),*],
         };
         &DESCRIPTION

@@ -107,6 +107,8 @@ impl Diagnostic {
     pub fn render_snippet(&self, source: &Source<'_>) -> String {
         let mut lines = vec![(self.span, self.span_label.as_deref().unwrap_or(""), '^')];
         lines.extend(self.labels.iter().map(|label| (label.span, label.message.as_str(), '-')));
+        // In source order, as the reader meets them.
+        lines.sort_by_key(|(span, _, _)| span.start);
         let gutter = lines
             .iter()
             .map(|(span, _, _)| source.line_col(span.start as usize).line.to_string().len())

@@ -23,7 +23,7 @@ const MAX_NESTING: usize = 64;
 /// diagnostic says where and why.
 pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
     if let Some(diagnostic) = check_nesting(text) {
-        return (File { processes: Vec::new() }, vec![diagnostic]);
+        return (File::default(), vec![diagnostic]);
     }
     pest::set_error_detail(true);
     match Grammar::parse(Rule::file, text) {
@@ -31,10 +31,48 @@ pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
             let file = pairs.next().expect("`file` is the top rule");
             let processes =
                 children(file).filter(|p| p.as_rule() == Rule::process).map(process).collect();
-            (File { processes }, Vec::new())
+            (File { processes, comments: comments(text) }, Vec::new())
         }
-        Err(error) => (File { processes: Vec::new() }, vec![syntax_error(text, &error)]),
+        Err(error) => (File::default(), vec![syntax_error(text, &error)]),
     }
+}
+
+/// Every `//` and `/* */` comment of a text that parsed, with its span. Doc
+/// comments (`///`) are part of the tree instead.
+fn comments(text: &str) -> Vec<Comment> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'"' => {
+                // Skip a string literal, escapes included.
+                i += 1;
+                while i < bytes.len() && bytes[i] != b'"' {
+                    i += if bytes[i] == b'\\' { 2 } else { 1 };
+                }
+                i += 1;
+            }
+            b'/' if text[i..].starts_with("///") && !text[i..].starts_with("////") => {
+                i += text[i..].find('\n').unwrap_or(text.len() - i);
+            }
+            b'/' if text[i..].starts_with("//") => {
+                let end = i + text[i..].find('\n').unwrap_or(text.len() - i);
+                found.push(Comment {
+                    text: text[i..end].trim_end().to_owned(),
+                    span: Span::new(i, end),
+                });
+                i = end;
+            }
+            b'/' if text[i..].starts_with("/*") => {
+                let end = text[i + 2..].find("*/").map_or(text.len(), |e| i + 2 + e + 2);
+                found.push(Comment { text: text[i..end].to_owned(), span: Span::new(i, end) });
+                i = end;
+            }
+            _ => i += 1,
+        }
+    }
+    found
 }
 
 fn check_nesting(text: &str) -> Option<Diagnostic> {
@@ -68,6 +106,15 @@ fn children<'i>(pair: Pair<'i, Rule>) -> impl Iterator<Item = Pair<'i, Rule>> {
 fn keyword_word(rule: Rule) -> Option<&'static str> {
     Some(match rule {
         Rule::kw_process => "process",
+        Rule::kw_data => "data",
+        Rule::kw_timer => "timer",
+        Rule::kw_any => "any",
+        Rule::kw_publish => "publish",
+        Rule::kw_set => "set",
+        Rule::kw_schedule => "schedule",
+        Rule::kw_after => "after",
+        Rule::kw_at => "at",
+        Rule::kw_cancel => "cancel",
         Rule::kw_correlate => "correlate",
         Rule::kw_by => "by",
         Rule::kw_initial => "initial",
@@ -120,11 +167,47 @@ fn process(pair: Pair<'_, Rule>) -> Process {
                 let field = ident(parts.next().expect("field"));
                 items.push(ProcessItem::CorrelateEvent { event, field, span });
             }
+            Rule::data_block => {
+                let span = self::span(&inner);
+                let fields = children(inner).map(data_field).collect();
+                items.push(ProcessItem::Data { fields, span });
+            }
+            Rule::timer_decl => {
+                let span = self::span(&inner);
+                let (docs, mut rest) = docs_and_rest(inner);
+                let name = ident(rest.next().expect("timer name"));
+                items.push(ProcessItem::Timer { docs, name, span });
+            }
+            Rule::any_state => {
+                let span = self::span(&inner);
+                let (docs, mut rest) = docs_and_rest(inner);
+                let body = children(rest.next().expect("any state body")).map(state_item).collect();
+                items.push(ProcessItem::AnyState { docs, body, span });
+            }
             Rule::state => items.push(ProcessItem::State(state(inner))),
             rule => unreachable!("process item {rule:?}"),
         }
     }
     Process { docs, name: name.expect("process name"), items, span }
+}
+
+/// The doc comments at the start of a pair, and the children after them.
+fn docs_and_rest<'i>(pair: Pair<'i, Rule>) -> (Vec<String>, impl Iterator<Item = Pair<'i, Rule>>) {
+    let mut docs = Vec::new();
+    let mut rest = children(pair).peekable();
+    while let Some(doc) = rest.next_if(|p| p.as_rule() == Rule::doc) {
+        docs.push(doc_text(&doc));
+    }
+    (docs, rest)
+}
+
+fn data_field(pair: Pair<'_, Rule>) -> DataField {
+    let span = span(&pair);
+    let (docs, mut rest) = docs_and_rest(pair);
+    let name = ident(rest.next().expect("field name"));
+    let ty = ty(rest.next().expect("field type"));
+    let init = rest.next().map(expr);
+    DataField { docs, name, ty, init, span }
 }
 
 fn state(pair: Pair<'_, Rule>) -> State {
@@ -153,7 +236,10 @@ fn state(pair: Pair<'_, Rule>) -> State {
 fn state_item(pair: Pair<'_, Rule>) -> StateItem {
     match pair.as_rule() {
         Rule::handler => StateItem::Handler(handler(pair)),
-        Rule::ignore => StateItem::Ignore(children(pair).map(ident).collect()),
+        Rule::ignore => {
+            let span = span(&pair);
+            StateItem::Ignore { inputs: children(pair).map(ident).collect(), span }
+        }
         rule => unreachable!("state item {rule:?}"),
     }
 }
@@ -169,7 +255,9 @@ fn handler(pair: Pair<'_, Rule>) -> Handler {
             Rule::doc => docs.push(doc_text(&inner)),
             Rule::ident => input = Some(ident(inner)),
             Rule::guard => guard = children(inner).next().map(expr),
-            Rule::send => body.push(send(inner)),
+            Rule::send | Rule::publish | Rule::set | Rule::schedule | Rule::cancel => {
+                body.push(statement(inner))
+            }
             Rule::transition => {
                 let span = self::span(&inner);
                 let target = ident(children(inner).next().expect("target"));
@@ -181,12 +269,36 @@ fn handler(pair: Pair<'_, Rule>) -> Handler {
     Handler { docs, input: input.expect("handler input"), guard, body, span }
 }
 
-fn send(pair: Pair<'_, Rule>) -> Statement {
+fn statement(pair: Pair<'_, Rule>) -> Statement {
     let span = span(&pair);
+    let rule = pair.as_rule();
     let mut parts = children(pair);
-    let command = type_path(parts.next().expect("command"));
-    let fields = parts.next().map(|inits| children(inits).map(field_init).collect());
-    Statement::Send { command, fields, span }
+    match rule {
+        Rule::send | Rule::publish => {
+            let path = type_path(parts.next().expect("type"));
+            let fields = parts.next().map(|inits| children(inits).map(field_init).collect());
+            if rule == Rule::send {
+                Statement::Send { command: path, fields, span }
+            } else {
+                Statement::Publish { event: path, fields, span }
+            }
+        }
+        Rule::set => {
+            let field = ident(parts.next().expect("field"));
+            let value = expr(parts.next().expect("value"));
+            Statement::Set { field, value, span }
+        }
+        Rule::schedule => {
+            let timer = ident(parts.next().expect("timer"));
+            let when = parts.next().expect("when");
+            let is_after = when.as_rule() == Rule::schedule_after;
+            let value = expr(children(when).next().expect("time"));
+            let when = if is_after { ScheduleWhen::After(value) } else { ScheduleWhen::At(value) };
+            Statement::Schedule { timer, when, span }
+        }
+        Rule::cancel => Statement::Cancel { timer: ident(parts.next().expect("timer")), span },
+        rule => unreachable!("statement {rule:?}"),
+    }
 }
 
 fn field_init(pair: Pair<'_, Rule>) -> FieldInit {
@@ -311,6 +423,19 @@ fn primary(pair: Pair<'_, Rule>) -> Expr {
             ExprKind::Lit(Lit::Int(digits.parse().unwrap_or(u128::MAX)))
         }
         Rule::float => ExprKind::Lit(Lit::Float(pair.as_str().to_owned())),
+        Rule::duration => {
+            let text = pair.as_str();
+            let digits_end = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+            let unit = match &text[digits_end..] {
+                "ms" => DurationUnit::Millis,
+                "s" => DurationUnit::Seconds,
+                "m" => DurationUnit::Minutes,
+                "h" => DurationUnit::Hours,
+                _ => DurationUnit::Days,
+            };
+            // Overflow saturates; the checker reports durations too long to represent.
+            ExprKind::Lit(Lit::Duration(text[..digits_end].parse().unwrap_or(u64::MAX), unit))
+        }
         Rule::string => {
             let quoted = pair.as_str();
             ExprKind::Lit(Lit::Str(quoted[1..quoted.len() - 1].to_owned()))
@@ -407,6 +532,15 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
             "when" => "`when`",
             "ignore" => "`ignore`",
             "send" => "`send`",
+            "data" => "`data`",
+            "timer" => "`timer`",
+            "any" => "`any`",
+            "publish" => "`publish`",
+            "set" => "`set`",
+            "schedule" => "`schedule`",
+            "after" => "`after`",
+            "at" => "`at`",
+            "cancel" => "`cancel`",
             _ => "an expression",
         });
     }
@@ -422,6 +556,17 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::guard => "`when`",
         Rule::ignore => "`ignore`",
         Rule::send => "`send`",
+        Rule::publish => "`publish`",
+        Rule::set => "`set`",
+        Rule::schedule => "`schedule`",
+        Rule::schedule_after => "`after`",
+        Rule::schedule_at => "`at`",
+        Rule::cancel => "`cancel`",
+        Rule::data_block => "`data`",
+        Rule::data_field => "a data field",
+        Rule::timer_decl => "`timer`",
+        Rule::any_state => "`any state`",
+        Rule::duration => "an expression",
         Rule::transition => "`->`",
         Rule::field_inits => "`{`",
         Rule::field_init => "a field",

@@ -2,7 +2,7 @@
 //! compares every rendered finding, spans included, with the expectation.
 
 use switchyard_dsl::ast::{Expr, ExprKind, ProcessItem, StateItem, Statement};
-use switchyard_dsl::{Handling, Source, compile, parse};
+use switchyard_dsl::{Handling, Severity, Source, compile, parse};
 
 /// Compiles `text` and compares all its findings, rendered as plain text, with `expected`.
 #[track_caller]
@@ -17,7 +17,9 @@ const CAMPAIGN: &str = include_str!("../../examples/campaign.yard");
 #[test]
 fn the_campaign_saga_is_clean() {
     let (model, diagnostics) = compile(CAMPAIGN);
-    assert!(diagnostics.is_empty(), "{diagnostics:#?}");
+    // The publisher may never answer: the saga has no deadline, and says so.
+    let codes: Vec<_> = diagnostics.iter().map(|d| (d.code, d.severity)).collect();
+    assert_eq!(codes, [("waits-forever", Severity::Warning)], "{diagnostics:#?}");
     let model = model.unwrap();
     let process = &model.processes[0];
     assert_eq!(process.name.node, "CampaignPublishing");
@@ -29,7 +31,7 @@ fn the_campaign_saga_is_clean() {
         matches!(&idle.table[0], Handling::Handled(h) if h.len() == 1 && h[0].target == Some(1))
     );
     assert!(matches!(idle.table[1], Handling::Ignored(_)));
-    let commands: Vec<_> = process.commands.iter().map(|c| c.name().node.as_str()).collect();
+    let commands: Vec<_> = process.outputs.iter().map(|c| c.path.name().node.as_str()).collect();
     assert_eq!(
         commands,
         ["SubmitAdvertisement", "TrackPublishingConfirmation", "TrackPublishingRejection"]
@@ -143,10 +145,10 @@ error[final-state-body]: final state `B` has a body
 error[initial-state]: process `Q` has more than one initial state
  --> test.yard:9:19
   |
-9 |     initial state B { on X { -> A } }
-  |                   ^
 8 |     initial state A { on X { -> B } }
   |                   - the first initial state
+9 |     initial state B { on X { -> A } }
+  |                   ^
   |
   = help: make `B` a plain `state`
 "#,
@@ -167,7 +169,7 @@ error[correlation]: process `P` does not say how inputs are correlated
 1 | process P {
   |         ^
   |
-  = help: add `correlate by FIELD: KeyType` naming the field every input carries
+  = help: add `correlate by FIELD: KeyType`, naming the field that carries the key and its type
 
 error[transition-not-last]: a transition must be the last statement of its handler
  --> test.yard:2:30
@@ -185,7 +187,7 @@ fn syntax_errors_say_what_was_expected_in_words() {
     check(
         "process P {\n    correlate by id: u64\n    initial state A { on X { => B } }\n}",
         r#"
-error[syntax]: expected `send`, `->` or `}`, found `=>`
+error[syntax]: expected `publish`, `set`, `schedule`, `cancel`, `send`, `->` or `}`, found `=>`
  --> test.yard:3:30
   |
 3 |     initial state A { on X { => B } }
