@@ -40,4 +40,22 @@ pub mod __private {
         let key = P::correlate(&event).clone();
         Ok((key, P::Input::from(event)))
     }
+
+    /// How `Handles::correlate` reads an event's correlation field: only a
+    /// field of the key's type has this trait, and the error for any other
+    /// names the event, the field and both types.
+    #[diagnostic::on_unimplemented(
+        message = "the correlation field `{Field}` of `{E}` is a `{Self}`, not the key type `{Key}`",
+        label = "this field holds a `{Self}`",
+        note = "`correlate by FIELD: {Key}` says that every input carries the key as a `{Key}`: give the field that type, or name another field with `correlate {E} by FIELD`"
+    )]
+    pub trait CorrelationField<Key, E, Field> {
+        fn key(&self) -> &Key;
+    }
+
+    impl<Key, E, Field> CorrelationField<Key, E, Field> for Key {
+        fn key(&self) -> &Key {
+            self
+        }
+    }
 }
