@@ -178,17 +178,16 @@ async fn main() {
             advertisement: advertisement.to_owned(),
         });
         engine.idle().await;
-        match engine.instance::<CampaignPublishing>(&campaign_id) {
-            Some(status) => println!("  saga        == {status:?}\n"),
-            None => println!("  saga        == never started\n"),
+        match engine.instance::<CampaignPublishing>(&campaign_id).await {
+            Ok(Some(status)) => println!("  saga        == {status:?}\n"),
+            Ok(None) => println!("  saga        == never started\n"),
+            Err(error) => println!("  saga        == cannot be read: {error}\n"),
         }
     }
 
     let stats = engine.stats();
     println!(
         "handled {} events, delivered {} commands, {} dead letters",
-        stats.handled,
-        stats.commands_delivered,
-        engine.dead_letters().len()
+        stats.handled, stats.commands_delivered, stats.dead_lettered
     );
 }

@@ -31,7 +31,7 @@ async fn a_confirmed_advertisement_is_tracked_as_published() {
         })]
     );
     assert!(matches!(
-        engine.instance::<CampaignPublishing>(&CampaignId("c-1".to_owned())),
+        engine.instance::<CampaignPublishing>(&CampaignId("c-1".to_owned())).await.unwrap(),
         Some(InstanceStatus::Completed { state: CampaignPublishingState::Published })
     ));
     let stats = engine.stats();
@@ -54,7 +54,7 @@ async fn a_rejected_advertisement_is_tracked_as_rejected() {
         })]
     );
     assert!(matches!(
-        engine.instance::<CampaignPublishing>(&CampaignId("c-2".to_owned())),
+        engine.instance::<CampaignPublishing>(&CampaignId("c-2".to_owned())).await.unwrap(),
         Some(InstanceStatus::Completed { state: CampaignPublishingState::Rejected })
     ));
 }
@@ -73,7 +73,7 @@ async fn many_campaigns_run_side_by_side() {
     let tracked = campaigns.tracked.lock().unwrap();
     let rejected = tracked.iter().filter(|t| matches!(t, Tracked::Rejected(_))).count();
     assert_eq!((tracked.len(), rejected), (200, 67));
-    assert!(engine.dead_letters().is_empty());
+    assert!(engine.dead_letters().await.unwrap().is_empty());
 }
 
 #[tokio::test]
@@ -88,7 +88,9 @@ async fn answers_after_completion_or_before_activation_change_nothing() {
         confirmation_id: "conf-stray".to_owned(),
     });
     engine.idle().await;
-    assert!(engine.instance::<CampaignPublishing>(&CampaignId("stray".to_owned())).is_none());
+    assert!(
+        engine.instance::<CampaignPublishing>(&CampaignId("stray".to_owned())).await.unwrap().is_none()
+    );
     assert_eq!(engine.stats().ignored_at_start, 1);
 
     // A duplicate answer after completion is recorded and never restarts the saga.
@@ -102,7 +104,7 @@ async fn answers_after_completion_or_before_activation_change_nothing() {
     assert_eq!(engine.stats().after_completion, 1);
     assert_eq!(campaigns.tracked.lock().unwrap().len(), 1);
     assert!(matches!(
-        engine.instance::<CampaignPublishing>(&CampaignId("c-3".to_owned())),
+        engine.instance::<CampaignPublishing>(&CampaignId("c-3".to_owned())).await.unwrap(),
         Some(InstanceStatus::Completed { state: CampaignPublishingState::Published })
     ));
 }

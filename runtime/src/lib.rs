@@ -1,18 +1,24 @@
 //! The Switchyard runtime: the [`Process`] trait that generated code
 //! implements, the messages that travel between processes and other
-//! contexts, and the [`Engine`] that routes them, runs `decide` and delivers
-//! what it decides.
+//! contexts, and the durable [`Engine`] that routes them, runs `decide`,
+//! commits what it decides to a [`Store`] and sends it through a [`Bus`].
 //!
 //! The runtime knows nothing of the language: generated code hands it a
 //! static [`Description`] and the routes of its inputs, through the hidden
 //! [`__private`] path.
 
+mod bus;
+mod clock;
 mod engine;
 mod message;
 mod process;
+mod retry;
+pub mod store;
 
+pub use bus::{Ack, Bus, BusError, InProcessBus, Receiver, Rejection, Settle, Settled, Subscription};
+pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use engine::{
-    CommandContext, DeadLetter, Engine, EngineBuilder, HandlerError, InstanceStatus, Stats,
+    CommandContext, Engine, EngineBuilder, Error, HandlerError, InstanceStatus, Stats,
 };
 pub use message::{
     Body, Command, DecodeError, Envelope, Event, MessageId, MessageKind, Payload, Timestamp,
@@ -21,6 +27,8 @@ pub use process::{
     Context, Decision, Description, Handles, Outcome, Outgoing, Process, Route, StateDescription,
     StateKind, TimerOp, Transition,
 };
+pub use retry::RetryPolicy;
+pub use store::{DeadLetter, Letter, MemoryStore, SqliteStore, Store, StoreError};
 
 /// What generated code uses. Not a public API: it changes with the generator.
 #[doc(hidden)]

@@ -47,6 +47,21 @@ impl MessageId {
         MessageId(uuid::Uuid::new_v5(&self.0, &index.to_be_bytes()))
     }
 
+    /// The id of the `index`-th message that `scope` (a process's name)
+    /// decided in answer to this one. One event can reach several processes;
+    /// the scope keeps the ids of what each decides apart.
+    pub fn derive_in(self, scope: &str, index: u32) -> MessageId {
+        let mut name = Vec::with_capacity(scope.len() + 5);
+        name.extend_from_slice(scope.as_bytes());
+        name.push(0);
+        name.extend_from_slice(&index.to_be_bytes());
+        MessageId(uuid::Uuid::new_v5(&self.0, &name))
+    }
+
+    pub fn from_uuid(uuid: uuid::Uuid) -> MessageId {
+        MessageId(uuid)
+    }
+
     pub fn as_uuid(self) -> uuid::Uuid {
         self.0
     }
@@ -94,6 +109,15 @@ impl std::ops::Add<Duration> for Timestamp {
     fn add(self, rhs: Duration) -> Timestamp {
         let millis = u64::try_from(rhs.as_millis()).unwrap_or(u64::MAX);
         Timestamp(self.0.saturating_add(millis))
+    }
+}
+
+impl std::ops::Sub<Duration> for Timestamp {
+    type Output = Timestamp;
+
+    fn sub(self, rhs: Duration) -> Timestamp {
+        let millis = u64::try_from(rhs.as_millis()).unwrap_or(u64::MAX);
+        Timestamp(self.0.saturating_sub(millis))
     }
 }
 
@@ -189,6 +213,36 @@ impl Envelope {
     pub fn command<C: Command>(command: C) -> Envelope {
         Envelope::new(C::NAME, MessageKind::Command, Body::value(command))
     }
+
+    /// The same message under another id: for sources that name their
+    /// messages themselves, so that a redelivery carries the same id.
+    pub fn with_id(mut self, id: MessageId) -> Envelope {
+        self.id = id;
+        self
+    }
+
+    pub fn with_time(mut self, time: Timestamp) -> Envelope {
+        self.time = time;
+        self
+    }
+}
+
+impl MessageKind {
+    /// The kind as stores and tools write it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::Event => "event",
+            MessageKind::Command => "command",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<MessageKind> {
+        match text {
+            "event" => Some(MessageKind::Event),
+            "command" => Some(MessageKind::Command),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -201,6 +255,14 @@ mod tests {
         assert_eq!(input.derive(0), input.derive(0));
         assert_ne!(input.derive(0), input.derive(1));
         assert_ne!(input.derive(0), MessageId::new().derive(0));
+    }
+
+    #[test]
+    fn ids_derived_in_different_scopes_differ() {
+        let input = MessageId::new();
+        assert_eq!(input.derive_in("A", 0), input.derive_in("A", 0));
+        assert_ne!(input.derive_in("A", 0), input.derive_in("B", 0));
+        assert_ne!(input.derive_in("A", 0), input.derive_in("A", 1));
     }
 
     #[test]

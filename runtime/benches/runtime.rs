@@ -1,0 +1,2 @@
+//! Runtime benchmarks (being written).
+fn main() {}

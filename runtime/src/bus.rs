@@ -1,0 +1,442 @@
+//! The [`Bus`] that carries messages between engines, command handlers and
+//! other subscribers, and the [`InProcessBus`] that does it inside one
+//! process.
+//!
+//! Delivery is at least once and acknowledged: a [`Receiver`] gets every
+//! message with an [`Ack`], and settles it once the message is durably
+//! handled ([`Ack::done`]), refused for good ([`Ack::reject`]), or not at
+//! all (dropping the ack asks for a redelivery). Whoever published the
+//! messages learns the outcome of all of them at once through its
+//! [`Settle`]. The outbox relay marks its rows sent only then, so a message
+//! is never lost between two engines: it is sent again until it is handled.
+//!
+//! A bus for several nodes (NATS JetStream) maps this directly: publishing
+//! resolves on the stream's acknowledgement, [`Ack::done`] is an ack,
+//! [`Ack::reject`] a termination, and a dropped ack a negative ack.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::clock::BoxFuture;
+use crate::message::{Envelope, MessageId, MessageKind};
+
+/// Carries messages to receivers.
+pub trait Bus: Send + Sync + 'static {
+    /// Hands `messages` to the bus in order. The future resolves once they
+    /// are ordered after everything published before through this bus;
+    /// `settle` is then called once, when every receiver has settled them.
+    /// If the future fails, `settle` is never called and nothing was sent.
+    fn publish(
+        &self,
+        messages: Vec<Envelope>,
+        settle: Settle,
+    ) -> BoxFuture<'static, Result<(), BusError>>;
+
+    /// Delivers to `receiver` the events and commands named in `subscription`.
+    /// Several receivers of one command share its messages.
+    fn subscribe(&self, subscription: Subscription, receiver: Arc<dyn Receiver>);
+}
+
+/// Takes delivered messages. Must not block: it hands the message on and
+/// settles the ack later.
+pub trait Receiver: Send + Sync + 'static {
+    fn receive(&self, message: Envelope, ack: Ack);
+}
+
+/// The wire names a receiver takes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Subscription {
+    pub events: Vec<String>,
+    pub commands: Vec<String>,
+}
+
+/// Called once, when every delivery of a published batch has settled.
+pub struct Settle(Box<dyn FnOnce(Settled) + Send>);
+
+/// How the deliveries of a published batch settled. Messages named in
+/// neither list were handled.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Settled {
+    /// Refused for good: sending them again would not help.
+    pub rejected: Vec<Rejection>,
+    /// Not acknowledged: they should be sent again.
+    pub unacknowledged: Vec<MessageId>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rejection {
+    pub id: MessageId,
+    pub reason: String,
+}
+
+/// The receipt of one delivered message. Settle it with [`Ack::done`] or
+/// [`Ack::reject`]; dropping it unsettled asks for the message again.
+pub struct Ack {
+    latch: Option<Arc<Latch>>,
+    id: MessageId,
+}
+
+/// Why the bus could not take messages.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    #[error("the bus is unavailable: {0}")]
+    Unavailable(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("the bus has shut down")]
+    Closed,
+}
+
+/// A bus inside one process: events go to every subscriber, each command
+/// to one of the receivers that handle it, synchronously and in order.
+/// Clones share their subscribers, so several engines can talk through one.
+#[derive(Clone, Default)]
+pub struct InProcessBus {
+    shared: Arc<BusShared>,
+}
+
+type Observer = Arc<dyn Fn(&Envelope) + Send + Sync>;
+
+#[derive(Default)]
+struct BusShared {
+    routes: RwLock<Arc<Routes>>,
+    /// Round-robin position per command, over its receivers.
+    turn: AtomicUsize,
+}
+
+#[derive(Clone, Default)]
+struct Routes {
+    events: HashMap<String, Vec<Arc<dyn Receiver>>>,
+    commands: HashMap<String, Vec<Arc<dyn Receiver>>>,
+    observers: Vec<Observer>,
+}
+
+/// Counts the outstanding deliveries of one published batch.
+struct Latch {
+    remaining: AtomicUsize,
+    rejected: Mutex<Vec<Rejection>>,
+    unacknowledged: Mutex<Vec<MessageId>>,
+    settle: Mutex<Option<Settle>>,
+}
+
+enum Outcome {
+    Done,
+    Rejected(String),
+    Unacknowledged,
+}
+
+impl Settle {
+    pub fn new(settle: impl FnOnce(Settled) + Send + 'static) -> Settle {
+        Settle(Box::new(settle))
+    }
+
+    /// For messages whose outcome nobody waits for.
+    pub fn ignore() -> Settle {
+        Settle::new(|_| {})
+    }
+
+    pub fn call(self, settled: Settled) {
+        (self.0)(settled)
+    }
+}
+
+impl fmt::Debug for Settle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Settle")
+    }
+}
+
+impl Settled {
+    /// Whether every message was handled.
+    pub fn is_clean(&self) -> bool {
+        self.rejected.is_empty() && self.unacknowledged.is_empty()
+    }
+}
+
+impl Ack {
+    /// The receipt of one message whose outcome goes to `settle`.
+    pub fn new(id: MessageId, settle: Settle) -> Ack {
+        Ack { latch: Some(Latch::new(1, settle)), id }
+    }
+
+    /// A receipt nobody waits for.
+    pub fn detached(id: MessageId) -> Ack {
+        Ack { latch: None, id }
+    }
+
+    /// The id of the message this acknowledges.
+    pub fn id(&self) -> MessageId {
+        self.id
+    }
+
+    /// The message is handled, and its effects are durable.
+    pub fn done(mut self) {
+        if let Some(latch) = self.latch.take() {
+            latch.settle_one(self.id, Outcome::Done);
+        }
+    }
+
+    /// The message can never be handled here; sending it again will not help.
+    pub fn reject(mut self, reason: impl Into<String>) {
+        if let Some(latch) = self.latch.take() {
+            latch.settle_one(self.id, Outcome::Rejected(reason.into()));
+        }
+    }
+
+    /// One receipt per part, for a message that several parts of a receiver
+    /// handle: this one is done when all are, rejected if one is, and
+    /// unacknowledged if one is and none rejected it.
+    pub fn split(self, parts: usize) -> Vec<Ack> {
+        match parts {
+            0 => {
+                self.done();
+                Vec::new()
+            }
+            1 => vec![self],
+            _ => {
+                let id = self.id;
+                let parent = std::sync::Mutex::new(Some(self));
+                let latch = Latch::new(
+                    parts,
+                    Settle::new(move |settled: Settled| {
+                        let parent = parent.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        let Some(parent) = parent else { return };
+                        if let Some(first) = settled.rejected.into_iter().next() {
+                            parent.reject(first.reason);
+                        } else if settled.unacknowledged.is_empty() {
+                            parent.done();
+                        }
+                    }),
+                );
+                (0..parts).map(|_| Ack { latch: Some(latch.clone()), id }).collect()
+            }
+        }
+    }
+}
+
+impl Drop for Ack {
+    fn drop(&mut self) {
+        if let Some(latch) = self.latch.take() {
+            latch.settle_one(self.id, Outcome::Unacknowledged);
+        }
+    }
+}
+
+impl fmt::Debug for Ack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ack").field("id", &self.id).field("waited_for", &self.latch.is_some()).finish()
+    }
+}
+
+impl Latch {
+    fn new(count: usize, settle: Settle) -> Arc<Latch> {
+        Arc::new(Latch {
+            remaining: AtomicUsize::new(count),
+            rejected: Mutex::new(Vec::new()),
+            unacknowledged: Mutex::new(Vec::new()),
+            settle: Mutex::new(Some(settle)),
+        })
+    }
+
+    fn add(&self) {
+        self.remaining.fetch_add(1, Ordering::AcqRel);
+    }
+
+    fn settle_one(&self, id: MessageId, outcome: Outcome) {
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Rejected(reason) => lock(&self.rejected).push(Rejection { id, reason }),
+            Outcome::Unacknowledged => lock(&self.unacknowledged).push(id),
+        }
+        if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
+            let settled = Settled {
+                rejected: std::mem::take(&mut *lock(&self.rejected)),
+                unacknowledged: std::mem::take(&mut *lock(&self.unacknowledged)),
+            };
+            if let Some(settle) = lock(&self.settle).take() {
+                settle.call(settled);
+            }
+        }
+    }
+}
+
+/// Locks a mutex whose contents stay consistent even if a holder panicked:
+/// every critical section here is a single push or take.
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl InProcessBus {
+    pub fn new() -> InProcessBus {
+        InProcessBus::default()
+    }
+
+    /// Calls `observer` with every message published from now on, before it
+    /// is delivered: for tests and tools that want to see the traffic.
+    pub fn observe(&self, observer: impl Fn(&Envelope) + Send + Sync + 'static) {
+        self.update(|routes| routes.observers.push(Arc::new(observer)));
+    }
+
+    fn routes(&self) -> Arc<Routes> {
+        self.shared.routes.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn update(&self, change: impl FnOnce(&mut Routes)) {
+        let mut routes = self.shared.routes.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**routes).clone();
+        change(&mut next);
+        *routes = Arc::new(next);
+    }
+}
+
+impl fmt::Debug for InProcessBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let routes = self.routes();
+        let mut events: Vec<_> = routes.events.keys().collect();
+        let mut commands: Vec<_> = routes.commands.keys().collect();
+        events.sort();
+        commands.sort();
+        f.debug_struct("InProcessBus").field("events", &events).field("commands", &commands).finish()
+    }
+}
+
+impl Bus for InProcessBus {
+    fn publish(
+        &self,
+        messages: Vec<Envelope>,
+        settle: Settle,
+    ) -> BoxFuture<'static, Result<(), BusError>> {
+        let routes = self.routes();
+        // One extra count for this loop, so that receivers settling at once
+        // cannot settle the batch before every message has been handed out.
+        let latch = Latch::new(1, settle);
+        for message in messages {
+            for observer in &routes.observers {
+                observer(&message);
+            }
+            let id = message.id;
+            match message.kind {
+                MessageKind::Event => {
+                    let receivers = routes.events.get(message.name.as_ref()).map_or(&[][..], |r| r);
+                    // Events are facts: one nobody subscribes to is handled by
+                    // being published.
+                    if let Some((last, others)) = receivers.split_last() {
+                        for receiver in others {
+                            latch.add();
+                            receiver.receive(message.clone(), Ack { latch: Some(latch.clone()), id });
+                        }
+                        latch.add();
+                        last.receive(message, Ack { latch: Some(latch.clone()), id });
+                    }
+                }
+                MessageKind::Command => {
+                    match routes.commands.get(message.name.as_ref()).filter(|r| !r.is_empty()) {
+                        Some(receivers) => {
+                            let turn = self.shared.turn.fetch_add(1, Ordering::Relaxed);
+                            latch.add();
+                            receivers[turn % receivers.len()]
+                                .receive(message, Ack { latch: Some(latch.clone()), id });
+                        }
+                        None => {
+                            let reason =
+                                format!("no handler is registered for command `{}`", message.name);
+                            latch.add();
+                            latch.settle_one(id, Outcome::Rejected(reason));
+                        }
+                    }
+                }
+            }
+        }
+        latch.settle_one(MessageId::from_uuid(uuid::Uuid::nil()), Outcome::Done);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
+    fn subscribe(&self, subscription: Subscription, receiver: Arc<dyn Receiver>) {
+        self.update(|routes| {
+            for event in subscription.events {
+                routes.events.entry(event).or_default().push(receiver.clone());
+            }
+            for command in subscription.commands {
+                routes.commands.entry(command).or_default().push(receiver.clone());
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::message::{Body, Envelope};
+
+    struct Keep(Mutex<Vec<(Envelope, Ack)>>);
+
+    impl Receiver for Keep {
+        fn receive(&self, message: Envelope, ack: Ack) {
+            self.0.lock().unwrap().push((message, ack));
+        }
+    }
+
+    fn event(name: &'static str) -> Envelope {
+        Envelope::new(name, MessageKind::Event, Body::value(1u32))
+    }
+
+    fn settled_into(slot: &Arc<Mutex<Option<Settled>>>) -> Settle {
+        let slot = slot.clone();
+        Settle::new(move |settled| *slot.lock().unwrap() = Some(settled))
+    }
+
+    #[test]
+    fn a_batch_settles_when_every_delivery_has() {
+        let bus = InProcessBus::new();
+        let first = Arc::new(Keep(Mutex::new(Vec::new())));
+        let second = Arc::new(Keep(Mutex::new(Vec::new())));
+        let events = Subscription { events: vec!["A".into()], commands: vec![] };
+        bus.subscribe(events.clone(), first.clone());
+        bus.subscribe(events, second.clone());
+        let slot = Arc::new(Mutex::new(None));
+        drop(bus.publish(vec![event("A"), event("A"), event("Unheard")], settled_into(&slot)));
+
+        let mut deliveries: Vec<_> = first.0.lock().unwrap().drain(..).collect();
+        deliveries.extend(second.0.lock().unwrap().drain(..));
+        assert_eq!(deliveries.len(), 4);
+        let mut deliveries = deliveries.into_iter();
+        let (_, last) = deliveries.next_back().unwrap();
+        for (_, ack) in deliveries {
+            ack.done();
+        }
+        assert_eq!(*slot.lock().unwrap(), None);
+        let id = last.id();
+        drop(last);
+        assert_eq!(
+            *slot.lock().unwrap(),
+            Some(Settled { rejected: vec![], unacknowledged: vec![id] })
+        );
+    }
+
+    #[test]
+    fn a_command_without_a_handler_is_rejected_with_a_reason() {
+        let bus = InProcessBus::new();
+        let slot = Arc::new(Mutex::new(None));
+        let command = Envelope::new("Ship", MessageKind::Command, Body::value(1u32));
+        let id = command.id;
+        drop(bus.publish(vec![command], settled_into(&slot)));
+        let settled = slot.lock().unwrap().take().unwrap();
+        assert_eq!(
+            settled.rejected,
+            vec![Rejection { id, reason: "no handler is registered for command `Ship`".into() }]
+        );
+    }
+
+    #[test]
+    fn a_split_ack_is_done_only_when_every_part_is() {
+        let slot = Arc::new(Mutex::new(None));
+        let id = MessageId::new();
+        let mut parts = Ack::new(id, settled_into(&slot)).split(3);
+        parts.pop().unwrap().done();
+        parts.pop().unwrap().reject("bad");
+        assert_eq!(*slot.lock().unwrap(), None);
+        parts.pop().unwrap().done();
+        let settled = slot.lock().unwrap().take().unwrap();
+        assert_eq!(settled.rejected, vec![Rejection { id, reason: "bad".into() }]);
+    }
+}

@@ -1,0 +1,242 @@
+//! Command handlers and event subscribers: plain async functions the engine
+//! calls with each message, tries again when they fail, and dead-letters
+//! when they keep failing.
+//!
+//! A handler's message is acknowledged only once the handler has returned
+//! and every event it published through its [`CommandContext`] has been
+//! handled by its receivers. So a crash between the two sends the command
+//! again, and the handler publishes the same events under the same ids.
+
+use std::any::Any;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+use tracing::{Instrument as _, info_span, warn};
+
+use super::{Engine, Shared, lock, spawn};
+use crate::bus::{Ack, Settle, Settled};
+use crate::message::{Command, Envelope, Event, MessageId, MessageKind, Timestamp};
+use crate::store::Letter;
+
+/// The error a command handler returns.
+pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
+
+type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> + Send>>;
+type ErasedHandler = Arc<dyn Fn(Envelope, CommandContext) -> HandlerFuture + Send + Sync>;
+
+/// A registered handler or subscriber with its message type erased.
+pub(super) struct Handler {
+    pub(super) name: &'static str,
+    pub(super) kind: MessageKind,
+    run: ErasedHandler,
+}
+
+/// Given to a handler: the id of its message, and a way to publish the
+/// events (and send the commands) that answer it.
+#[derive(Clone, Debug)]
+pub struct CommandContext {
+    engine: Engine,
+    message_id: MessageId,
+    published: Arc<AtomicU64>,
+    tracker: Arc<Tracker>,
+}
+
+/// Follows what a handler published until every receiver has settled it.
+#[derive(Debug, Default)]
+struct Tracker {
+    pending: AtomicUsize,
+    failure: Mutex<Option<String>>,
+    settled: Notify,
+}
+
+impl Handler {
+    pub(super) fn new<M, F, Fut>(kind: MessageKind, name: &'static str, handler: F) -> Handler
+    where
+        M: DeserializeOwned + Clone + 'static,
+        F: Fn(M, CommandContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        let handler = Arc::new(handler);
+        let run: ErasedHandler = Arc::new(move |envelope: Envelope, ctx| {
+            let handler = handler.clone();
+            Box::pin(async move {
+                let message: M = envelope.body.decode()?;
+                handler(message, ctx).await
+            })
+        });
+        Handler { name, kind, run }
+    }
+}
+
+impl Shared {
+    /// Runs a handler on its own task, with retries, and settles the ack.
+    pub(super) fn run_handler(self: &Arc<Self>, handler: Arc<Handler>, message: Envelope, ack: Ack) {
+        self.start(1);
+        let shared = self.clone();
+        let span = info_span!("handler", message = %message.name, id = %message.id);
+        spawn(Box::pin(
+            async move {
+                let mut failures = 0;
+                loop {
+                    match shared.attempt(&handler, &message).await {
+                        Ok(()) => {
+                            if handler.kind == MessageKind::Command {
+                                shared.counters.commands_delivered.fetch_add(1, Ordering::Relaxed);
+                            }
+                            ack.done();
+                            break;
+                        }
+                        Err(reason) => {
+                            failures += 1;
+                            if failures >= shared.config.retry.attempts {
+                                let reason = format!(
+                                    "the handler of `{}` failed {failures} times; last: {reason}",
+                                    message.name
+                                );
+                                let letter = crate::store::NewDeadLetter {
+                                    letter: Letter::Message(message),
+                                    process: None,
+                                    reason,
+                                    at: shared.clock.now(),
+                                };
+                                warn!(reason = %letter.reason, "dead-lettered");
+                                shared.record_dead_letters(vec![letter]).await;
+                                ack.done();
+                                break;
+                            }
+                            shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                            warn!(%reason, failures, "handler failed; trying again");
+                            tokio::time::sleep(shared.config.retry.backoff(failures)).await;
+                        }
+                    }
+                }
+                shared.finish(1);
+            }
+            .instrument(span),
+        ));
+    }
+
+    /// One try: the handler, then everything it published.
+    async fn attempt(self: &Arc<Self>, handler: &Handler, message: &Envelope) -> Result<(), String> {
+        let tracker = Arc::new(Tracker::default());
+        let ctx = CommandContext {
+            engine: Engine { shared: self.clone() },
+            message_id: message.id,
+            published: Arc::new(AtomicU64::new(0)),
+            tracker: tracker.clone(),
+        };
+        let run = std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(message.clone(), ctx)))
+            .map_err(|panic| format!("the handler panicked: {}", panic_message(&*panic)))?;
+        match CatchUnwind(run).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => return Err(error.to_string()),
+            Err(panic) => return Err(format!("the handler panicked: {panic}")),
+        }
+        tracker.wait().await
+    }
+}
+
+impl CommandContext {
+    /// Publishes an event in answer to the message. Its id is derived from
+    /// the message's id, so a redelivered message publishes the same ids.
+    pub fn publish<E: Event>(&self, event: E) -> MessageId {
+        self.emit(Envelope::event(event))
+    }
+
+    /// Sends a command in answer to the message, with a derived id too.
+    pub fn send<C: Command>(&self, command: C) -> MessageId {
+        self.emit(Envelope::command(command))
+    }
+
+    /// The id of the message being handled.
+    pub fn message_id(&self) -> MessageId {
+        self.message_id
+    }
+
+    /// The time by the engine's clock.
+    pub fn now(&self) -> Timestamp {
+        self.engine.now()
+    }
+
+    fn emit(&self, mut envelope: Envelope) -> MessageId {
+        let index = self.published.fetch_add(1, Ordering::Relaxed);
+        envelope.id = self.message_id.derive(u32::try_from(index).unwrap_or(u32::MAX));
+        envelope.causation = Some(self.message_id);
+        envelope.time = self.engine.now();
+        let id = envelope.id;
+        self.tracker.pending.fetch_add(1, Ordering::AcqRel);
+        let on_settle = self.tracker.clone();
+        let on_failure = self.tracker.clone();
+        self.engine.shared.hand_off(
+            vec![envelope],
+            Settle::new(move |settled| on_settle.settle(settled)),
+            move |error| {
+                on_failure.settle(Settled {
+                    rejected: vec![crate::bus::Rejection { id, reason: error.to_string() }],
+                    unacknowledged: Vec::new(),
+                })
+            },
+        );
+        id
+    }
+}
+
+impl Tracker {
+    fn settle(&self, settled: Settled) {
+        if let Some(rejection) = settled.rejected.first() {
+            lock(&self.failure).get_or_insert_with(|| {
+                format!("a message it published was rejected: {}", rejection.reason)
+            });
+        } else if !settled.unacknowledged.is_empty() {
+            lock(&self.failure)
+                .get_or_insert_with(|| "a message it published was not acknowledged".to_owned());
+        }
+        if self.pending.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.settled.notify_one();
+        }
+    }
+
+    async fn wait(&self) -> Result<(), String> {
+        while self.pending.load(Ordering::Acquire) > 0 {
+            self.settled.notified().await;
+        }
+        match lock(&self.failure).take() {
+            Some(failure) => Err(failure),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A future that reports a panic as an error instead of unwinding into the
+/// task: one handler's bug must not take its message down unrecorded.
+struct CatchUnwind(HandlerFuture);
+
+impl Future for CatchUnwind {
+    type Output = Result<Result<(), HandlerError>, String>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(Poll::Pending) => Poll::Pending,
+            Ok(Poll::Ready(result)) => Poll::Ready(Ok(result)),
+            Err(panic) => Poll::Ready(Err(panic_message(&*panic))),
+        }
+    }
+}
+
+/// The text a panic was raised with.
+pub(super) fn panic_message(panic: &(dyn Any + Send)) -> String {
+    if let Some(text) = panic.downcast_ref::<&str>() {
+        (*text).to_owned()
+    } else if let Some(text) = panic.downcast_ref::<String>() {
+        text.clone()
+    } else {
+        "a value that is not text".to_owned()
+    }
+}

@@ -1,0 +1,715 @@
+//! The workers of one process: each owns a shard of its instances (by the
+//! hash of the key), so one instance is never handled twice at once, and
+//! keeps them in a cache in front of the store.
+//!
+//! A worker takes every message waiting in its queue (up to the batch
+//! size), groups them by instance, decides each in arrival order, and
+//! commits all the instances in one store batch. Each instance commits all
+//! or nothing: if its version moved (another node) or one of its messages
+//! was handled before (a redelivery), nothing of it is applied and its
+//! messages are decided again on what the store holds. Only after the commit
+//! are messages acknowledged, outbox rows handed to the relay and timers
+//! indexed. `decide` is pure, so deciding again gives the same decisions.
+
+use std::any::{Any, TypeId};
+use std::borrow::Cow;
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Weak};
+
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, info_span, warn};
+
+use super::handlers::panic_message;
+use super::relay::Pending;
+use super::Shared;
+use crate::bus::Ack;
+use crate::message::{Body, Envelope, MessageId, Timestamp};
+use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
+use crate::store::{
+    Batch, CommitOutcome, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, TimerChange,
+    TimerRow,
+};
+
+/// A process with its type erased, as the engine holds it.
+pub(super) trait Runner: Send + Sync + 'static {
+    fn name(&self) -> &'static str;
+    /// The wire names of the events it takes.
+    fn inputs(&self) -> Vec<&'static str>;
+    fn as_any(&self) -> &dyn Any;
+    /// Decodes and correlates a delivered event and queues it on the worker
+    /// of its instance; one that cannot be decoded goes to the dead letters.
+    fn route(&self, shared: &Arc<Shared>, envelope: Envelope, ack: Ack);
+    /// Queues a due timer on the worker of its instance.
+    fn fire(&self, shared: &Arc<Shared>, timer: TimerRow);
+}
+
+type Spawn = Box<dyn FnOnce(Weak<Shared>, watch::Receiver<bool>) + Send>;
+
+/// How the builder starts a process it only knows by type.
+pub(super) struct Starter {
+    pub(super) type_id: TypeId,
+    pub(super) name: &'static str,
+    pub(super) start: fn(usize, usize) -> (Arc<dyn Runner>, Spawn),
+}
+
+impl Starter {
+    pub(super) fn of<P: Process>() -> Starter {
+        Starter { type_id: TypeId::of::<P>(), name: P::NAME, start: start::<P> }
+    }
+}
+
+/// Creates the runner of `P` and a function that spawns its workers.
+fn start<P: Process>(index: usize, shards: usize) -> (Arc<dyn Runner>, Spawn) {
+    let mut senders = Vec::with_capacity(shards);
+    let mut receivers = Vec::with_capacity(shards);
+    for _ in 0..shards {
+        let (sender, receiver) = mpsc::unbounded_channel();
+        senders.push(sender);
+        receivers.push(receiver);
+    }
+    let runner = ProcessRunner::<P> { index, senders, timer_scope: format!("{}#timers", P::NAME) };
+    let spawn: Spawn = Box::new(move |shared, ready| {
+        for jobs in receivers {
+            tokio::spawn(work::<P>(shared.clone(), index, jobs, ready.clone()));
+        }
+    });
+    (Arc::new(runner), spawn)
+}
+
+pub(super) struct ProcessRunner<P: Process> {
+    index: usize,
+    senders: Vec<mpsc::UnboundedSender<Job<P>>>,
+    /// The scope timer ids are derived in, apart from output ids.
+    timer_scope: String,
+}
+
+enum Job<P: Process> {
+    Input { key: P::Key, input: P::Input, envelope: Envelope, ack: Ack },
+    Timer { key: P::Key, timer: P::Timer, row: TimerRow },
+}
+
+/// An instance as a worker keeps it.
+struct Cached<P: Process> {
+    key: Arc<str>,
+    version: u64,
+    state: P::State,
+    data: P::Data,
+    completed: bool,
+    timers: Vec<PendingTimer<P>>,
+}
+
+struct PendingTimer<P: Process> {
+    timer: P::Timer,
+    json: Arc<str>,
+    at: Timestamp,
+    id: MessageId,
+}
+
+/// The messages of one batch for one instance.
+struct Group<P: Process> {
+    key: P::Key,
+    /// The key as JSON, once known.
+    json: Option<Arc<str>>,
+    /// Whether the store was asked for the instance in this round.
+    loaded: bool,
+    jobs: Vec<Job<P>>,
+    /// Message ids the store says were handled already.
+    duplicates: HashSet<MessageId>,
+    failures: u32,
+    /// Set when the messages cannot be handled: they go to the dead letters.
+    doomed: Option<String>,
+}
+
+/// What deciding a group's messages came to.
+struct Plan<P: Process> {
+    write: Option<InstanceWrite>,
+    next: Option<Cached<P>>,
+    outbox: Vec<Envelope>,
+    timers: Vec<TimerChange>,
+    /// Messages that went to the dead letters, by position in the group.
+    dead: Vec<(usize, NewDeadLetter)>,
+    counts: Counts,
+}
+
+#[derive(Default)]
+struct Counts {
+    handled: u64,
+    ignored: u64,
+    ignored_at_start: u64,
+    after_completion: u64,
+    duplicates: u64,
+    timers_fired: u64,
+}
+
+impl<P: Process> Runner for ProcessRunner<P> {
+    fn name(&self) -> &'static str {
+        P::NAME
+    }
+
+    fn inputs(&self) -> Vec<&'static str> {
+        P::routes().iter().map(|r| r.event).collect()
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn route(&self, shared: &Arc<Shared>, envelope: Envelope, ack: Ack) {
+        let Some(route) = P::routes().iter().find(|r| r.event == envelope.name) else {
+            let reason = format!("process `{}` does not take `{}`", P::NAME, envelope.name);
+            shared.dead_letter(Letter::Message(envelope), Some(P::NAME), reason, Some(ack));
+            return;
+        };
+        match (route.decode)(&envelope) {
+            Ok((key, input)) => self.enqueue(shared, Job::Input { key, input, envelope, ack }),
+            Err(error) => {
+                let reason =
+                    format!("process `{}` could not decode `{}`: {error}", P::NAME, envelope.name);
+                shared.dead_letter(Letter::Message(envelope), Some(P::NAME), reason, Some(ack));
+            }
+        }
+    }
+
+    fn fire(&self, shared: &Arc<Shared>, row: TimerRow) {
+        let key = serde_json::from_str::<P::Key>(&row.key);
+        let timer = serde_json::from_str::<P::Timer>(&row.timer);
+        match (key, timer) {
+            (Ok(key), Ok(timer)) => self.enqueue(shared, Job::Timer { key, timer, row }),
+            (Err(error), _) | (_, Err(error)) => {
+                let reason = format!("the stored timer cannot be read: {error}");
+                shared.dead_letter(Letter::Timer(row), Some(P::NAME), reason, None);
+            }
+        }
+    }
+}
+
+impl<P: Process> ProcessRunner<P> {
+    fn enqueue(&self, shared: &Shared, job: Job<P>) {
+        let key = match &job {
+            Job::Input { key, .. } | Job::Timer { key, .. } => key,
+        };
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        let shard = (hasher.finish() % self.senders.len() as u64) as usize;
+        shared.start(1);
+        if self.senders[shard].send(job).is_err() {
+            // The workers stop only with the engine: the job's ack is dropped
+            // with it, which asks for a redelivery.
+            shared.finish(1);
+        }
+    }
+}
+
+/// One worker: takes what is queued, handles it as one batch, repeats.
+async fn work<P: Process>(
+    weak: Weak<Shared>,
+    index: usize,
+    mut jobs: mpsc::UnboundedReceiver<Job<P>>,
+    mut ready: watch::Receiver<bool>,
+) {
+    if ready.wait_for(|ready| *ready).await.is_err() {
+        return;
+    }
+    let mut cache: HashMap<P::Key, Cached<P>> = HashMap::new();
+    while let Some(first) = jobs.recv().await {
+        let Some(shared) = weak.upgrade() else { return };
+        let mut batch = vec![first];
+        while batch.len() < shared.config.max_batch {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let count = batch.len();
+        let Some(runner) = shared.processes[index].as_any().downcast_ref::<ProcessRunner<P>>()
+        else {
+            return;
+        };
+        handle_batch(&shared, runner, &mut cache, batch).await;
+        shared.finish(count);
+    }
+}
+
+/// Decides and commits a batch, deciding again the instances whose commit
+/// did not apply, until every message is settled.
+async fn handle_batch<P: Process>(
+    shared: &Shared,
+    runner: &ProcessRunner<P>,
+    cache: &mut HashMap<P::Key, Cached<P>>,
+    batch: Vec<Job<P>>,
+) {
+    let mut groups = group(batch);
+    let mut transient = 0;
+    let mut failures = 0;
+    while !groups.is_empty() {
+        load(shared, cache, &mut groups).await;
+        let mut plans: Vec<Plan<P>> =
+            groups.iter().map(|g| plan(shared, runner, cache.get(&g.key), g)).collect();
+        let mut writers = Vec::new();
+        let mut batch = Batch::default();
+        for (index, plan) in plans.iter_mut().enumerate() {
+            if let Some(write) = plan.write.take() {
+                writers.push(index);
+                batch.instances.push(write);
+            }
+            batch.dead_letters.extend(plan.dead.iter().map(|(_, letter)| letter.clone()));
+        }
+        let dead_letters = batch.dead_letters.len() as u64;
+        let result = if batch.instances.is_empty() && batch.dead_letters.is_empty() {
+            Ok(Vec::new())
+        } else {
+            shared.store.commit(batch).await
+        };
+        let outcomes = match result {
+            Ok(outcomes) => outcomes,
+            Err(error) => {
+                shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                if error.is_transient() {
+                    transient += 1;
+                    warn!(%error, failures = transient, "the store is unavailable; trying the batch again");
+                    tokio::time::sleep(shared.config.retry.backoff(transient)).await;
+                    continue;
+                }
+                failures += 1;
+                warn!(%error, failures, "the store failed the batch");
+                if failures >= shared.config.retry.attempts {
+                    if groups.iter().all(|g| g.doomed.is_some()) {
+                        // Not even the dead letters can be written. Give the
+                        // messages back: their acks, dropped, ask for them again.
+                        tracing::error!(%error, "cannot record dead letters; leaving the messages to be redelivered");
+                        return;
+                    }
+                    for group in &mut groups {
+                        group.doomed.get_or_insert_with(|| format!("the store failed: {error}"));
+                    }
+                } else {
+                    tokio::time::sleep(shared.config.retry.backoff(failures)).await;
+                }
+                continue;
+            }
+        };
+        shared.counters.dead_lettered.fetch_add(dead_letters, Ordering::Relaxed);
+        let mut outcome_of: Vec<Option<CommitOutcome>> = plans.iter().map(|_| None).collect();
+        for (index, outcome) in writers.into_iter().zip(outcomes) {
+            outcome_of[index] = Some(outcome);
+        }
+        let mut again = Vec::new();
+        for ((mut group, plan), outcome) in groups.into_iter().zip(plans).zip(outcome_of) {
+            // Dead letters were committed with the batch, whatever became of
+            // the instance: those messages are settled.
+            let dead: HashSet<usize> = plan.dead.iter().map(|(i, _)| *i).collect();
+            if !dead.is_empty() {
+                let jobs = std::mem::take(&mut group.jobs);
+                for (i, job) in jobs.into_iter().enumerate() {
+                    if dead.contains(&i) {
+                        settle(job);
+                    } else {
+                        group.jobs.push(job);
+                    }
+                }
+            }
+            match outcome {
+                None | Some(CommitOutcome::Committed { .. }) => {
+                    let sequences = match outcome {
+                        Some(CommitOutcome::Committed { outbox }) => outbox,
+                        _ => Vec::new(),
+                    };
+                    apply(shared, runner, cache, group, plan, sequences);
+                }
+                Some(CommitOutcome::Duplicate(ids)) => {
+                    group.duplicates.extend(ids);
+                    group.loaded = false;
+                    again.push(group);
+                }
+                Some(CommitOutcome::Conflict) => {
+                    cache.remove(&group.key);
+                    group.loaded = false;
+                    group.failures += 1;
+                    if group.failures >= shared.config.retry.attempts {
+                        group.doomed =
+                            Some(format!("its version kept moving ({} conflicts)", group.failures));
+                    }
+                    again.push(group);
+                }
+                Some(CommitOutcome::Failed(reason)) => {
+                    group.failures += 1;
+                    shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    if group.failures >= shared.config.retry.attempts {
+                        group.doomed = Some(format!("its commit kept failing: {reason}"));
+                    }
+                    again.push(group);
+                }
+            }
+        }
+        groups = again;
+    }
+}
+
+/// Groups a batch by instance, keeping arrival order within each.
+fn group<P: Process>(batch: Vec<Job<P>>) -> Vec<Group<P>> {
+    let mut groups: Vec<Group<P>> = Vec::new();
+    let mut by_key: HashMap<P::Key, usize> = HashMap::new();
+    for job in batch {
+        let key = match &job {
+            Job::Input { key, .. } | Job::Timer { key, .. } => key,
+        };
+        match by_key.get(key) {
+            Some(&index) => groups[index].jobs.push(job),
+            None => {
+                by_key.insert(key.clone(), groups.len());
+                groups.push(Group {
+                    key: key.clone(),
+                    json: None,
+                    loaded: false,
+                    jobs: vec![job],
+                    duplicates: HashSet::new(),
+                    failures: 0,
+                    doomed: None,
+                });
+            }
+        }
+    }
+    groups
+}
+
+/// Brings the instances of the groups that are not cached in from the store.
+async fn load<P: Process>(
+    shared: &Shared,
+    cache: &mut HashMap<P::Key, Cached<P>>,
+    groups: &mut [Group<P>],
+) {
+    let mut missing = Vec::new();
+    for (index, group) in groups.iter_mut().enumerate() {
+        if group.doomed.is_some() || group.loaded || cache.contains_key(&group.key) {
+            continue;
+        }
+        let json = match &group.json {
+            Some(json) => json.clone(),
+            None => match serde_json::to_string(&group.key) {
+                Ok(json) => Arc::<str>::from(json),
+                Err(error) => {
+                    group.doomed = Some(format!("its key cannot be written as JSON: {error}"));
+                    continue;
+                }
+            },
+        };
+        group.json = Some(json.clone());
+        missing.push((index, json));
+    }
+    if missing.is_empty() {
+        return;
+    }
+    let keys: Vec<Arc<str>> = missing.iter().map(|(_, json)| json.clone()).collect();
+    let records = shared.persist("load instances", || shared.store.load(P::NAME, keys.clone())).await;
+    for ((index, json), record) in missing.into_iter().zip(records) {
+        let group = &mut groups[index];
+        group.loaded = true;
+        let Some(record) = record else { continue };
+        match cached::<P>(json, record) {
+            Ok(instance) => {
+                cache.insert(group.key.clone(), instance);
+            }
+            Err(reason) => {
+                group.doomed = Some(format!("the stored instance cannot be read: {reason}"));
+            }
+        }
+    }
+}
+
+fn cached<P: Process>(key: Arc<str>, record: InstanceRecord) -> Result<Cached<P>, String> {
+    let state: P::State = record.state.decode().map_err(|e| e.to_string())?;
+    let data: P::Data = record.data.decode().map_err(|e| e.to_string())?;
+    let mut timers = Vec::with_capacity(record.timers.len());
+    for pending in record.timers {
+        let timer: P::Timer = serde_json::from_str(&pending.timer).map_err(|e| e.to_string())?;
+        timers.push(PendingTimer { timer, json: pending.timer, at: pending.at, id: pending.id });
+    }
+    Ok(Cached {
+        key,
+        version: record.version,
+        state,
+        data,
+        completed: record.completed_at.is_some(),
+        timers,
+    })
+}
+
+/// Decides the messages of one group, in order, on a copy of the instance.
+fn plan<P: Process>(
+    shared: &Shared,
+    runner: &ProcessRunner<P>,
+    cached: Option<&Cached<P>>,
+    group: &Group<P>,
+) -> Plan<P> {
+    let now = shared.clock.now();
+    let mut plan = Plan {
+        write: None,
+        next: None,
+        outbox: Vec::new(),
+        timers: Vec::new(),
+        dead: Vec::new(),
+        counts: Counts::default(),
+    };
+    if let Some(reason) = &group.doomed {
+        for (index, job) in group.jobs.iter().enumerate() {
+            plan.dead.push((index, dead_letter::<P>(job, reason.clone(), now)));
+        }
+        return plan;
+    }
+    let key_json = match (cached, &group.json) {
+        (Some(cached), _) => cached.key.clone(),
+        (None, Some(json)) => json.clone(),
+        (None, None) => Arc::from(serde_json::to_string(&group.key).unwrap_or_default()),
+    };
+    let mut current: Option<Cached<P>> = cached.map(Cached::copy);
+    let mut inbox: Vec<MessageId> = Vec::new();
+    let mut completed_at = None;
+    for (index, job) in group.jobs.iter().enumerate() {
+        let (input, id, time, name) = match job {
+            Job::Input { input, envelope, .. } => {
+                if group.duplicates.contains(&envelope.id) || inbox.contains(&envelope.id) {
+                    debug!(id = %envelope.id, "{}[{:?}] {} handled before: dropped", P::NAME, group.key, envelope.name);
+                    plan.counts.duplicates += 1;
+                    continue;
+                }
+                if let Some(instance) = current.as_ref().filter(|i| i.completed) {
+                    info!(
+                        state = ?instance.state,
+                        "{}[{:?}] {} arrived after completion: recorded, not restarted",
+                        P::NAME, group.key, envelope.name
+                    );
+                    plan.counts.after_completion += 1;
+                    continue;
+                }
+                (Cow::Borrowed(input), envelope.id, envelope.time, Cow::Borrowed(&*envelope.name))
+            }
+            Job::Timer { timer, row, .. } => {
+                let pending = current
+                    .as_ref()
+                    .filter(|i| !i.completed)
+                    .is_some_and(|i| i.timers.iter().any(|t| t.id == row.id));
+                if !pending || group.duplicates.contains(&row.id) {
+                    // Moved, cancelled or handled since it was due: the timer
+                    // that replaced it fires on its own.
+                    debug!(timer = %row.timer, "{}[{:?}] a stale timer firing: dropped", P::NAME, group.key);
+                    continue;
+                }
+                let Some(instance) = current.as_mut() else { continue };
+                instance.timers.retain(|t| t.id != row.id);
+                plan.timers.push(TimerChange::Fired { timer: row.timer.as_str().into(), id: row.id });
+                inbox.push(row.id);
+                plan.counts.timers_fired += 1;
+                let name = format!("timer {}", row.timer.trim_matches('"'));
+                (Cow::Owned(P::timer_input(*timer)), row.id, row.at, Cow::Owned(name))
+            }
+        };
+        let state = current.as_ref().map_or(P::INITIAL, |i| i.state);
+        let span = info_span!("message", process = P::NAME, key = ?group.key, state = ?state, id = %id, input = %name);
+        let _entered = span.enter();
+        let default = P::Data::default();
+        let data = current.as_ref().map_or(&default, |i| &i.data);
+        let ctx = Context { key: &group.key, now: time, message_id: id };
+        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| P::decide(state, data, &input, &ctx)));
+        let decision = match decided {
+            Ok(decision) => decision,
+            Err(panic) => {
+                let reason = format!("`decide` panicked: {}", panic_message(&*panic));
+                warn!(%reason, "{}[{:?}] {name}: dead-lettered", P::NAME, group.key);
+                plan.dead.push((index, dead_letter::<P>(job, reason, now)));
+                if matches!(job, Job::Timer { .. }) {
+                    // The firing is recorded as a dead letter; the timer row
+                    // goes with it, not with this write.
+                    plan.timers.pop();
+                    inbox.pop();
+                    plan.counts.timers_fired -= 1;
+                }
+                continue;
+            }
+        };
+        if decision.outcome == Outcome::Ignored {
+            if current.is_none() {
+                debug!("{}[{:?}] {name} ignored by the initial state: no instance created", P::NAME, group.key);
+                plan.counts.ignored_at_start += 1;
+            } else {
+                debug!("{}[{:?}] {name} ignored in {state:?}", P::NAME, group.key);
+                plan.counts.ignored += 1;
+            }
+            continue;
+        }
+        // Timer ids and JSON first: a timer that cannot be written must
+        // leave the instance as it was.
+        let mut timer_changes = Vec::with_capacity(decision.timers.len());
+        let mut timer_error = None;
+        for (n, op) in decision.timers.iter().enumerate() {
+            let (timer, at) = match op {
+                TimerOp::Schedule { timer, at } => (timer, Some(*at)),
+                TimerOp::Cancel { timer } => (timer, None),
+            };
+            match serde_json::to_string(timer) {
+                Ok(json) => timer_changes.push((*timer, Arc::<str>::from(json), at, n)),
+                Err(error) => timer_error = Some(error),
+            }
+        }
+        if let Some(error) = timer_error {
+            let reason = format!("a timer cannot be written as JSON: {error}");
+            plan.dead.push((index, dead_letter::<P>(job, reason, now)));
+            continue;
+        }
+        let instance = current.get_or_insert_with(|| Cached {
+            key: key_json.clone(),
+            version: 0,
+            state: P::INITIAL,
+            data: P::Data::default(),
+            completed: false,
+            timers: Vec::new(),
+        });
+        let sends: Vec<&'static str> = decision.outputs.iter().map(Outgoing::name).collect();
+        for (n, output) in decision.outputs.into_iter().enumerate() {
+            plan.outbox.push(Envelope {
+                id: id.derive_in(P::NAME, u32::try_from(n).unwrap_or(u32::MAX)),
+                name: Cow::Borrowed(output.name()),
+                kind: output.kind(),
+                causation: Some(id),
+                time,
+                body: output.into_body(),
+            });
+        }
+        for (timer, json, at, n) in timer_changes {
+            match at {
+                Some(at) => {
+                    let timer_id = id.derive_in(&runner.timer_scope, u32::try_from(n).unwrap_or(u32::MAX));
+                    instance.timers.retain(|t| t.timer != timer);
+                    instance.timers.push(PendingTimer { timer, json: json.clone(), at, id: timer_id });
+                    plan.timers.push(TimerChange::Schedule { timer: json, at, id: timer_id });
+                }
+                None => {
+                    instance.timers.retain(|t| t.timer != timer);
+                    plan.timers.push(TimerChange::Cancel { timer: json });
+                }
+            }
+        }
+        let next = decision.state;
+        instance.state = next;
+        if let Some(data) = decision.data {
+            instance.data = data;
+        }
+        if !matches!(job, Job::Timer { .. }) {
+            inbox.push(id);
+        }
+        plan.counts.handled += 1;
+        info!(
+            from = ?state, to = ?next, sends = ?sends,
+            "{}[{:?}] {name}: {state:?} -> {next:?}, sends {sends:?}", P::NAME, group.key
+        );
+        if P::is_final(next) {
+            instance.completed = true;
+            for pending in instance.timers.drain(..) {
+                plan.timers.push(TimerChange::Cancel { timer: pending.json });
+            }
+            completed_at = Some(now);
+            info!(state = ?next, "{}[{:?}] completed in {next:?}", P::NAME, group.key);
+        }
+    }
+    if inbox.is_empty() {
+        return plan;
+    }
+    let Some(mut instance) = current else { return plan };
+    let expected_version = cached.map(|c| c.version);
+    instance.version = expected_version.unwrap_or(0) + 1;
+    plan.write = Some(InstanceWrite {
+        process: P::NAME,
+        key: instance.key.clone(),
+        expected_version,
+        version: instance.version,
+        state: Body::value(instance.state),
+        data: Body::value(instance.data.clone()),
+        completed_at,
+        inbox,
+        at: now,
+        outbox: plan.outbox.clone(),
+        timers: plan.timers.clone(),
+    });
+    if instance.completed {
+        // A tombstone needs only its state.
+        instance.data = P::Data::default();
+    }
+    plan.next = Some(instance);
+    plan
+}
+
+/// After a commit: the cache, the relay, the timer index, the counters, and
+/// at last the acks.
+fn apply<P: Process>(
+    shared: &Shared,
+    runner: &ProcessRunner<P>,
+    cache: &mut HashMap<P::Key, Cached<P>>,
+    group: Group<P>,
+    plan: Plan<P>,
+    sequences: Vec<u64>,
+) {
+    if let Some(next) = plan.next {
+        shared.apply_timers(runner.index, &next.key, &plan.timers);
+        cache.insert(group.key, next);
+    }
+    if !plan.outbox.is_empty() {
+        shared.relay(
+            sequences
+                .into_iter()
+                .zip(plan.outbox)
+                .map(|(sequence, message)| Pending { sequence, message })
+                .collect(),
+        );
+    }
+    let c = &shared.counters;
+    let counts = &plan.counts;
+    for (counter, value) in [
+        (&c.handled, counts.handled),
+        (&c.ignored, counts.ignored),
+        (&c.ignored_at_start, counts.ignored_at_start),
+        (&c.after_completion, counts.after_completion),
+        (&c.duplicates, counts.duplicates),
+        (&c.timers_fired, counts.timers_fired),
+    ] {
+        if value > 0 {
+            counter.fetch_add(value, Ordering::Relaxed);
+        }
+    }
+    for job in group.jobs {
+        settle(job);
+    }
+}
+
+fn settle<P: Process>(job: Job<P>) {
+    if let Job::Input { ack, .. } = job {
+        ack.done();
+    }
+}
+
+fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewDeadLetter {
+    let letter = match job {
+        Job::Input { envelope, .. } => Letter::Message(envelope.clone()),
+        Job::Timer { row, .. } => Letter::Timer(row.clone()),
+    };
+    NewDeadLetter { letter, process: Some(P::NAME.to_owned()), reason, at: now }
+}
+
+impl<P: Process> Cached<P> {
+    fn copy(&self) -> Cached<P> {
+        Cached {
+            key: self.key.clone(),
+            version: self.version,
+            state: self.state,
+            data: self.data.clone(),
+            completed: self.completed,
+            timers: self
+                .timers
+                .iter()
+                .map(|t| PendingTimer { timer: t.timer, json: t.json.clone(), at: t.at, id: t.id })
+                .collect(),
+        }
+    }
+}
