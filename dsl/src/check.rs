@@ -24,10 +24,10 @@ pub fn check(file: &ast::File) -> (Option<Model>, Vec<Diagnostic>) {
         for check in CHECKS {
             check(ctx, &mut found);
         }
-        // The graph is only worth judging once it is sound: a misspelt `->`
-        // would otherwise bring warnings about the states it cut off.
+        // Warnings are only worth giving once a process is sound: a misspelt
+        // `->` would otherwise bring warnings about the states it cut off.
         if !found.iter().any(Diagnostic::is_error) {
-            for check in GRAPH_CHECKS {
+            for check in WARNINGS {
                 check(ctx, &mut found);
             }
         }
@@ -59,11 +59,10 @@ const CHECKS: &[Check] = &[
     output_names,
     unhandled_inputs,
     timers_may_fire_unhandled,
-    unused,
 ];
 
-/// Rules about the shape of the state graph, run on processes without errors.
-const GRAPH_CHECKS: &[Check] = &[unreachable_states, cannot_complete, waits_forever];
+/// The rules that only warn, run on processes without errors.
+const WARNINGS: &[Check] = &[unreachable_states, cannot_complete, waits_forever, unused];
 
 /// The instance names an expression may read.
 const INSTANCE_NAMES: [&str; 4] = ["event", "data", "id", "now"];

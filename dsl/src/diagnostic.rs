@@ -22,6 +22,30 @@ impl fmt::Display for Severity {
     }
 }
 
+/// Every diagnostic code the compiler can report, with its severity, in the
+/// order of `docs/diagnostics.md`. The codes are stable: tools match on them.
+pub const CODES: &[(&str, Severity)] = &[
+    ("syntax", Severity::Error),
+    ("duplicate", Severity::Error),
+    ("unknown-name", Severity::Error),
+    ("misplaced-event", Severity::Error),
+    ("misplaced-name", Severity::Error),
+    ("initial-state", Severity::Error),
+    ("final-state-body", Severity::Error),
+    ("correlation", Severity::Error),
+    ("no-inputs", Severity::Error),
+    ("transition-not-last", Severity::Error),
+    ("handled-and-ignored", Severity::Error),
+    ("unreachable-handler", Severity::Error),
+    ("guard-gap", Severity::Error),
+    ("unhandled-input", Severity::Error),
+    ("timer-unhandled", Severity::Error),
+    ("unreachable-state", Severity::Warning),
+    ("cannot-complete", Severity::Warning),
+    ("waits-forever", Severity::Warning),
+    ("unused", Severity::Warning),
+];
+
 /// A secondary span with a note of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Label {
@@ -120,8 +144,13 @@ impl Diagnostic {
         let start = source.line_col(self.span.start as usize);
         let _ = writeln!(out, "{pad}--> {}:{}:{}", source.name, start.line, start.column);
         let _ = writeln!(out, "{pad} |");
-        for (span, message, mark) in lines {
-            source.write_snippet(&mut out, span, message, mark, gutter);
+        // Marks on one source line share it, as rustc draws them.
+        let mut rest = lines.as_slice();
+        while let Some((first, _, _)) = rest.first() {
+            let line = source.line_col(first.start as usize).line;
+            let same = rest.iter().take_while(|(span, _, _)| source.line_col(span.start as usize).line == line).count();
+            source.write_snippet(&mut out, &rest[..same], gutter);
+            rest = &rest[same..];
         }
         if let Some(help) = &self.help {
             let _ = writeln!(out, "{pad} |");
@@ -154,28 +183,43 @@ impl<'a> Source<'a> {
     }
 
     /// One source line with a mark under `span` (clipped to the line it starts on).
-    fn write_snippet(
-        &self,
-        out: &mut String,
-        span: Span,
-        message: &str,
-        mark: char,
-        gutter: usize,
-    ) {
-        let start = self.line_col(span.start as usize);
-        let line_index = start.line - 1;
-        let line = self.index.line_text(self.text, line_index);
-        let line_start = self.index.line_start(line_index);
-        let end = (span.end as usize).min(line_start + line.len()).max(span.start as usize);
-        let width = self.text.get(span.start as usize..end).map_or(1, |s| s.chars().count()).max(1);
-        let indent: String = line
-            .chars()
-            .take(start.column - 1)
-            .map(|c| if c == '\t' { '\t' } else { ' ' })
+    /// One source line with a mark under each span that starts on it
+    /// (clipped to the line): the last mark's message follows it, the others
+    /// hang below their marks.
+    fn write_snippet(&self, out: &mut String, marks: &[(Span, &str, char)], gutter: usize) {
+        let Some((first, _, _)) = marks.first() else { return };
+        let line_no = self.line_col(first.start as usize).line;
+        let line = self.index.line_text(self.text, line_no - 1);
+        let line_start = self.index.line_start(line_no - 1);
+        // Columns, in characters, of each mark's start and width.
+        let placed: Vec<(usize, usize, &str, char)> = marks
+            .iter()
+            .map(|(span, message, mark)| {
+                let column = self.line_col(span.start as usize).column - 1;
+                let end = (span.end as usize).min(line_start + line.len()).max(span.start as usize);
+                let width = self.text.get(span.start as usize..end).map_or(1, |s| s.chars().count()).max(1);
+                (column, width, *message, *mark)
+            })
             .collect();
-        let marks: String = std::iter::repeat_n(mark, width).collect();
-        let _ = writeln!(out, "{:>gutter$} | {line}", start.line);
-        let message = if message.is_empty() { String::new() } else { format!(" {message}") };
-        let _ = writeln!(out, "{:gutter$} | {indent}{marks}{message}", "");
+        let _ = writeln!(out, "{line_no:>gutter$} | {line}");
+        let mut mark_line: Vec<char> = Vec::new();
+        for (column, width, _, mark) in &placed {
+            if mark_line.len() < column + width {
+                mark_line.resize(column + width, ' ');
+            }
+            mark_line[*column..column + width].iter_mut().for_each(|c| *c = *mark);
+        }
+        let mark_line: String = mark_line.into_iter().collect();
+        let (_, _, last_message, _) = placed[placed.len() - 1];
+        let trailing = if last_message.is_empty() { String::new() } else { format!(" {last_message}") };
+        let _ = writeln!(out, "{:gutter$} | {}{trailing}", "", mark_line.trim_end());
+        for (column, _, message, _) in placed[..placed.len() - 1].iter().rev() {
+            if message.is_empty() {
+                continue;
+            }
+            let indent = " ".repeat(*column);
+            let _ = writeln!(out, "{:gutter$} | {indent}|", "");
+            let _ = writeln!(out, "{:gutter$} | {indent}{message}", "");
+        }
     }
 }

@@ -14,8 +14,10 @@ pub mod ast;
 mod check;
 mod codegen;
 pub mod diagnostic;
+pub mod graph;
 mod model;
 mod parse;
+pub mod render;
 pub mod span;
 
 pub use check::check;

@@ -488,23 +488,29 @@ fn syntax_error(text: &str, error: &pest::error::Error<Rule>) -> Diagnostic {
         for token in attempts.expected_tokens() {
             // `ParsingToken` is not exported; its display is the literal for
             // literals, `a..z` for ranges and `BUILTIN_RULE` for the rest.
+            // Words come from keyword rules already, so only punctuation is
+            // taken from here.
             let token = token.to_string();
             let is_range = token.chars().count() == 4 && token.chars().nth(1) == Some('.');
-            if !token.trim().is_empty()
-                && token != "BUILTIN_RULE"
-                && !is_range
-                && !token.starts_with('/')
-            {
+            let is_word = token.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !token.trim().is_empty() && !is_word && !is_range && !token.starts_with('/') {
                 push(format!("`{token}`"));
             }
         }
+    }
+    // What can start an expression is said by "an expression".
+    if expected.iter().any(|e| e == "an expression") {
+        expected.retain(|e| !matches!(e.as_str(), "`!`" | "`\"`" | "`(`" | "`-`" | "`[`"));
     }
     // Doc comments may stand almost anywhere; mentioning them only adds noise.
     if expected.len() > 1 {
         expected.retain(|word| word != "a doc comment");
     }
 
-    let (found, found_len) = found_at(text, offset);
+    let (mut found, found_len) = found_at(text, offset);
+    if is_keyword(found.trim_matches('`')) && expected.iter().any(|e| e == "a name") {
+        found = format!("the keyword {found}");
+    }
     let message = if expected.is_empty() {
         format!("unexpected {found}")
     } else {
@@ -620,6 +626,10 @@ fn found_at(text: &str, offset: usize) -> (String, usize) {
     (format!("`{first}`"), first.len_utf8())
 }
 
+fn is_keyword(word: &str) -> bool {
+    Grammar::parse(Rule::keyword, word).is_ok_and(|pairs| pairs.as_str() == word)
+}
+
 /// A fix for the mistakes whose fix is obvious.
 fn syntax_help(text: &str, offset: usize, expected: &[String]) -> Option<String> {
     let rest = text.get(offset..).unwrap_or("");
@@ -630,6 +640,9 @@ fn syntax_help(text: &str, offset: usize, expected: &[String]) -> Option<String>
         return Some("add the missing `}`".to_owned());
     }
     let word: String = rest.chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+    if is_keyword(&word) && expected.iter().any(|e| e == "a name") {
+        return Some(format!("`{word}` is a keyword of the language; choose another name"));
+    }
     if !word.is_empty() {
         for candidate in expected {
             let keyword = candidate.trim_matches('`');
