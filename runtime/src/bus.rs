@@ -224,7 +224,10 @@ impl Drop for Ack {
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ack").field("id", &self.id).field("waited_for", &self.latch.is_some()).finish()
+        f.debug_struct("Ack")
+            .field("id", &self.id)
+            .field("waited_for", &self.latch.is_some())
+            .finish()
     }
 }
 
@@ -296,7 +299,10 @@ impl fmt::Debug for InProcessBus {
         let mut commands: Vec<_> = routes.commands.keys().collect();
         events.sort();
         commands.sort();
-        f.debug_struct("InProcessBus").field("events", &events).field("commands", &commands).finish()
+        f.debug_struct("InProcessBus")
+            .field("events", &events)
+            .field("commands", &commands)
+            .finish()
     }
 }
 
@@ -323,7 +329,8 @@ impl Bus for InProcessBus {
                     if let Some((last, others)) = receivers.split_last() {
                         for receiver in others {
                             latch.add();
-                            receiver.receive(message.clone(), Ack { latch: Some(latch.clone()), id });
+                            receiver
+                                .receive(message.clone(), Ack { latch: Some(latch.clone()), id });
                         }
                         latch.add();
                         last.receive(message, Ack { latch: Some(latch.clone()), id });

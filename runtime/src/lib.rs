@@ -9,13 +9,17 @@
 
 mod bus;
 mod clock;
+pub mod conformance;
 mod engine;
 mod message;
 mod process;
 mod retry;
 pub mod store;
+pub mod testing;
 
-pub use bus::{Ack, Bus, BusError, InProcessBus, Receiver, Rejection, Settle, Settled, Subscription};
+pub use bus::{
+    Ack, Bus, BusError, InProcessBus, Receiver, Rejection, Settle, Settled, Subscription,
+};
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use engine::{
     CommandContext, Engine, EngineBuilder, Error, HandlerError, InstanceStatus, Stats,

@@ -76,7 +76,12 @@ impl Handler {
 
 impl Shared {
     /// Runs a handler on its own task, with retries, and settles the ack.
-    pub(super) fn run_handler(self: &Arc<Self>, handler: Arc<Handler>, message: Envelope, ack: Ack) {
+    pub(super) fn run_handler(
+        self: &Arc<Self>,
+        handler: Arc<Handler>,
+        message: Envelope,
+        ack: Ack,
+    ) {
         self.start(1);
         let shared = self.clone();
         let span = info_span!("handler", message = %message.name, id = %message.id);
@@ -123,7 +128,11 @@ impl Shared {
     }
 
     /// One try: the handler, then everything it published.
-    async fn attempt(self: &Arc<Self>, handler: &Handler, message: &Envelope) -> Result<(), String> {
+    async fn attempt(
+        self: &Arc<Self>,
+        handler: &Handler,
+        message: &Envelope,
+    ) -> Result<(), String> {
         let tracker = Arc::new(Tracker::default());
         let ctx = CommandContext {
             engine: Engine { shared: self.clone() },
@@ -131,8 +140,9 @@ impl Shared {
             published: Arc::new(AtomicU64::new(0)),
             tracker: tracker.clone(),
         };
-        let run = std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(message.clone(), ctx)))
-            .map_err(|panic| format!("the handler panicked: {}", panic_message(&*panic)))?;
+        let run =
+            std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(message.clone(), ctx)))
+                .map_err(|panic| format!("the handler panicked: {}", panic_message(&*panic)))?;
         match CatchUnwind(run).await {
             Ok(Ok(())) => {}
             Ok(Err(error)) => return Err(error.to_string()),

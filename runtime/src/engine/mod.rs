@@ -407,7 +407,11 @@ impl EngineBuilder {
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
         self.handlers.retain(|h| !(h.kind == MessageKind::Command && h.name == C::NAME));
-        self.handlers.push(Arc::new(Handler::new::<C, F, Fut>(MessageKind::Command, C::NAME, handler)));
+        self.handlers.push(Arc::new(Handler::new::<C, F, Fut>(
+            MessageKind::Command,
+            C::NAME,
+            handler,
+        )));
         self
     }
 
@@ -420,7 +424,11 @@ impl EngineBuilder {
         F: Fn(E, CommandContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.handlers.push(Arc::new(Handler::new::<E, F, Fut>(MessageKind::Event, E::NAME, subscriber)));
+        self.handlers.push(Arc::new(Handler::new::<E, F, Fut>(
+            MessageKind::Event,
+            E::NAME,
+            subscriber,
+        )));
         self
     }
 
@@ -526,7 +534,12 @@ impl EngineBuilder {
             ready_receiver,
         ));
         if let Some(retention) = shared.config.retention {
-            tokio::spawn(timers::prune(weak.clone(), shared.clock.clone(), retention, stop_receiver));
+            tokio::spawn(timers::prune(
+                weak.clone(),
+                shared.clock.clone(),
+                retention,
+                stop_receiver,
+            ));
         }
         tokio::spawn(recover(weak.clone()));
         shared.bus.subscribe(subscription, Arc::new(Inlet(weak)));
@@ -543,7 +556,9 @@ async fn recover(weak: Weak<Shared>) {
         info!(rows = rows.len(), "sending the outbox rows left by the last run");
     }
     shared.relay(
-        rows.into_iter().map(|row| Pending { sequence: row.sequence, message: row.message }).collect(),
+        rows.into_iter()
+            .map(|row| Pending { sequence: row.sequence, message: row.message })
+            .collect(),
     );
     let timers = shared.persist("read the timers", || shared.store.pending_timers()).await;
     shared.recover_timers(timers);
@@ -674,8 +689,12 @@ impl Shared {
         ack: Option<Ack>,
     ) {
         warn!(letter = %letter, %reason, "dead-lettered");
-        let letter =
-            NewDeadLetter { letter, process: process.map(str::to_owned), reason, at: self.clock.now() };
+        let letter = NewDeadLetter {
+            letter,
+            process: process.map(str::to_owned),
+            reason,
+            at: self.clock.now(),
+        };
         self.start(1);
         let shared = self.clone();
         spawn(Box::pin(async move {

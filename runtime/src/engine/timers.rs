@@ -47,7 +47,12 @@ pub(super) struct Due {
 impl TimerIndex {
     /// Applies the committed timer changes of one instance. Returns whether
     /// a timer was scheduled, so that the sleeping task looks again.
-    pub(super) fn apply(&mut self, process: usize, key: &Arc<str>, changes: &[TimerChange]) -> bool {
+    pub(super) fn apply(
+        &mut self,
+        process: usize,
+        key: &Arc<str>,
+        changes: &[TimerChange],
+    ) -> bool {
         let mut scheduled = false;
         for change in changes {
             match change {

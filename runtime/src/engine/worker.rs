@@ -23,9 +23,9 @@ use std::sync::{Arc, Weak};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 
+use super::Shared;
 use super::handlers::panic_message;
 use super::relay::Pending;
-use super::Shared;
 use crate::bus::Ack;
 use crate::message::{Body, Envelope, MessageId, Timestamp};
 use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
@@ -404,7 +404,8 @@ async fn load<P: Process>(
         return;
     }
     let keys: Vec<Arc<str>> = missing.iter().map(|(_, json)| json.clone()).collect();
-    let records = shared.persist("load instances", || shared.store.load(P::NAME, keys.clone())).await;
+    let records =
+        shared.persist("load instances", || shared.store.load(P::NAME, keys.clone())).await;
     for ((index, json), record) in missing.into_iter().zip(records) {
         let group = &mut groups[index];
         group.loaded = true;
@@ -500,7 +501,8 @@ fn plan<P: Process>(
                 }
                 let Some(instance) = current.as_mut() else { continue };
                 instance.timers.retain(|t| t.id != row.id);
-                plan.timers.push(TimerChange::Fired { timer: row.timer.as_str().into(), id: row.id });
+                plan.timers
+                    .push(TimerChange::Fired { timer: row.timer.as_str().into(), id: row.id });
                 inbox.push(row.id);
                 plan.counts.timers_fired += 1;
                 let name = format!("timer {}", row.timer.trim_matches('"'));
@@ -513,7 +515,8 @@ fn plan<P: Process>(
         let default = P::Data::default();
         let data = current.as_ref().map_or(&default, |i| &i.data);
         let ctx = Context { key: &group.key, now: time, message_id: id };
-        let decided = std::panic::catch_unwind(AssertUnwindSafe(|| P::decide(state, data, &input, &ctx)));
+        let decided =
+            std::panic::catch_unwind(AssertUnwindSafe(|| P::decide(state, data, &input, &ctx)));
         let decision = match decided {
             Ok(decision) => decision,
             Err(panic) => {
@@ -532,7 +535,11 @@ fn plan<P: Process>(
         };
         if decision.outcome == Outcome::Ignored {
             if current.is_none() {
-                debug!("{}[{:?}] {name} ignored by the initial state: no instance created", P::NAME, group.key);
+                debug!(
+                    "{}[{:?}] {name} ignored by the initial state: no instance created",
+                    P::NAME,
+                    group.key
+                );
                 plan.counts.ignored_at_start += 1;
             } else {
                 debug!("{}[{:?}] {name} ignored in {state:?}", P::NAME, group.key);
@@ -581,9 +588,15 @@ fn plan<P: Process>(
         for (timer, json, at, n) in timer_changes {
             match at {
                 Some(at) => {
-                    let timer_id = id.derive_in(&runner.timer_scope, u32::try_from(n).unwrap_or(u32::MAX));
+                    let timer_id =
+                        id.derive_in(&runner.timer_scope, u32::try_from(n).unwrap_or(u32::MAX));
                     instance.timers.retain(|t| t.timer != timer);
-                    instance.timers.push(PendingTimer { timer, json: json.clone(), at, id: timer_id });
+                    instance.timers.push(PendingTimer {
+                        timer,
+                        json: json.clone(),
+                        at,
+                        id: timer_id,
+                    });
                     plan.timers.push(TimerChange::Schedule { timer: json, at, id: timer_id });
                 }
                 None => {

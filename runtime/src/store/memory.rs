@@ -151,11 +151,7 @@ impl Store for MemoryStore {
         Box::pin(std::future::ready(Ok(letters)))
     }
 
-    fn replay(
-        &self,
-        ids: Vec<u64>,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<Replayed, StoreError>> {
+    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
         let mut inner = self.lock();
         let mut replayed = Replayed::default();
         for id in ids {

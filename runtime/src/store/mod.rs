@@ -56,11 +56,7 @@ pub trait Store: Send + Sync + 'static {
     /// Takes dead letters out of the table and queues them again: messages
     /// as outbox rows (the relay sends them), timers as timers due at `now`.
     /// Ids that are not dead letters are skipped.
-    fn replay(
-        &self,
-        ids: Vec<u64>,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<Replayed, StoreError>>;
+    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>>;
 
     /// Deletes tombstones of instances completed before `before`, and inbox
     /// rows older than `before`.
@@ -127,10 +123,19 @@ pub struct InstanceWrite {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TimerChange {
     /// Sets `timer` to fire at `at` under `id`; a pending one moves.
-    Schedule { timer: Arc<str>, at: Timestamp, id: MessageId },
-    Cancel { timer: Arc<str> },
+    Schedule {
+        timer: Arc<str>,
+        at: Timestamp,
+        id: MessageId,
+    },
+    Cancel {
+        timer: Arc<str>,
+    },
     /// The firing `id` of `timer` was handled: drops it unless it has moved since.
-    Fired { timer: Arc<str>, id: MessageId },
+    Fired {
+        timer: Arc<str>,
+        id: MessageId,
+    },
 }
 
 /// How one instance write ended.

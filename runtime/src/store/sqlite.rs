@@ -293,7 +293,8 @@ fn write_group(connection: &mut Connection, writes: Vec<Write>) -> rusqlite::Res
         written.push(match write {
             Write::Commit(batch) => Written::Commit(commit(&transaction, batch)?),
             Write::MarkSent(sequences) => {
-                let mut delete = transaction.prepare_cached("DELETE FROM outbox WHERE sequence = ?1")?;
+                let mut delete =
+                    transaction.prepare_cached("DELETE FROM outbox WHERE sequence = ?1")?;
                 for sequence in sequences {
                     delete.execute([sequence as i64])?;
                 }
@@ -536,7 +537,10 @@ fn drop_timer(
     Ok(())
 }
 
-fn insert_dead_letter(transaction: &Transaction<'_>, letter: NewDeadLetter) -> rusqlite::Result<()> {
+fn insert_dead_letter(
+    transaction: &Transaction<'_>,
+    letter: NewDeadLetter,
+) -> rusqlite::Result<()> {
     let mut insert = transaction.prepare_cached(
         "INSERT INTO dead_letters
          (kind, message_id, name, body, causation, time, process, key, reason, dead_at)
@@ -590,17 +594,22 @@ fn replay(
     let mut replayed = Replayed::default();
     for &id in ids {
         let letter = transaction
-            .prepare_cached(&format!("SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"))?
+            .prepare_cached(&format!(
+                "SELECT {DEAD_LETTER_COLUMNS} FROM dead_letters WHERE id = ?1"
+            ))?
             .query_row([id as i64], read_dead_letter)
             .optional()?;
         let Some(letter) = letter else { continue };
-        transaction.prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?.execute([id as i64])?;
+        transaction
+            .prepare_cached("DELETE FROM dead_letters WHERE id = ?1")?
+            .execute([id as i64])?;
         match letter.letter {
             Letter::Message(message) => {
                 let process = letter.process.unwrap_or_default();
-                let body = message.body.to_json().map_err(|e| {
-                    rusqlite::Error::ToSqlConversionFailure(Box::new(e))
-                })?;
+                let body = message
+                    .body
+                    .to_json()
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 transaction
                     .prepare_cached(
                         "INSERT INTO outbox (message_id, name, kind, body, causation, time, process, key)
@@ -652,10 +661,13 @@ fn replay(
 
 fn prune(transaction: &Transaction<'_>, before: Timestamp) -> rusqlite::Result<Pruned> {
     let tombstones = transaction
-        .prepare_cached("DELETE FROM instances WHERE completed_at IS NOT NULL AND completed_at < ?1")?
+        .prepare_cached(
+            "DELETE FROM instances WHERE completed_at IS NOT NULL AND completed_at < ?1",
+        )?
         .execute([time(before)])?;
-    let inbox =
-        transaction.prepare_cached("DELETE FROM inbox WHERE handled_at < ?1")?.execute([time(before)])?;
+    let inbox = transaction
+        .prepare_cached("DELETE FROM inbox WHERE handled_at < ?1")?
+        .execute([time(before)])?;
     Ok(Pruned { tombstones: tombstones as u64, inbox: inbox as u64 })
 }
 
@@ -667,8 +679,8 @@ fn load(
     let mut instance = connection.prepare_cached(
         "SELECT version, state, data, completed_at FROM instances WHERE process = ?1 AND key = ?2",
     )?;
-    let mut timers =
-        connection.prepare_cached("SELECT timer, at, id FROM timers WHERE process = ?1 AND key = ?2")?;
+    let mut timers = connection
+        .prepare_cached("SELECT timer, at, id FROM timers WHERE process = ?1 AND key = ?2")?;
     let mut records = Vec::with_capacity(keys.len());
     for key in keys {
         let found = instance
@@ -889,11 +901,7 @@ impl Store for SqliteStore {
         self.call(|reply| Request::DeadLetters { reply })
     }
 
-    fn replay(
-        &self,
-        ids: Vec<u64>,
-        now: Timestamp,
-    ) -> BoxFuture<'_, Result<Replayed, StoreError>> {
+    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
         self.call(|reply| Request::Replay { ids, now, reply })
     }
 

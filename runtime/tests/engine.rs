@@ -1,0 +1,394 @@
+//! The engine end to end on the memory store and a manual clock: instances,
+//! timers, redelivery, failures and dead letters, restarts.
+
+mod common;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use switchyard_runtime::store::{
+    Batch, CommitOutcome, InstanceRecord, OutboxRow, Pruned, Replayed, TimerRow,
+};
+use switchyard_runtime::testing::TestEngine;
+use switchyard_runtime::{
+    Body, BoxFuture, Bus, BusError, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope,
+    HandlerError, InstanceStatus, Letter, ManualClock, MemoryStore, MessageKind, RetryPolicy,
+    Settle, Store, StoreError, Subscription, Timestamp,
+};
+
+/// Runs `Order` with handlers that accept `Ship` and `Nudge`.
+fn orders(builder: EngineBuilder) -> EngineBuilder {
+    builder
+        .process::<Order>()
+        .handle(|_: Ship, _| async { Ok(()) })
+        .handle(|_: Nudge, _| async { Ok(()) })
+}
+
+fn placed(order: u32) -> Placed {
+    Placed { order, amount: 100 + u64::from(order) }
+}
+
+async fn status(test: &TestEngine, order: u32) -> Option<InstanceStatus<Order>> {
+    test.engine.instance::<Order>(&order).await.unwrap()
+}
+
+#[tokio::test]
+async fn a_placed_order_is_reminded_then_expires_and_its_timers_go() {
+    let test = TestEngine::start(orders);
+    let start = test.now();
+    test.engine.publish(placed(1));
+    test.engine.idle().await;
+    assert_eq!(
+        test.engine.timers::<Order>(&1).await.unwrap(),
+        [(OrderTimer::Remind, start + HOUR), (OrderTimer::Expire, start + EXPIRY)]
+    );
+
+    test.advance(HOUR).await;
+    assert_eq!(test.commands::<Nudge>(), [Nudge { order: 1, reminders: 1 }]);
+    // The reminder moved an hour on.
+    assert_eq!(
+        test.engine.timers::<Order>(&1).await.unwrap()[0],
+        (OrderTimer::Remind, start + 2 * HOUR)
+    );
+
+    test.advance(22 * HOUR + Duration::from_secs(1)).await;
+    assert_eq!(test.commands::<Nudge>().len(), 23);
+    test.advance(HOUR).await;
+    assert_eq!(test.events::<OrderExpired>(), [OrderExpired { order: 1 }]);
+    assert_eq!(
+        status(&test, 1).await,
+        Some(InstanceStatus::Completed { state: OrderState::Expired })
+    );
+    assert_eq!(test.engine.timers::<Order>(&1).await.unwrap(), []);
+    let stats = test.engine.stats();
+    assert_eq!((stats.timers_fired, stats.handled, stats.dead_lettered), (24, 25, 0));
+}
+
+#[tokio::test]
+async fn paying_cancels_the_timers_and_later_events_do_not_restart_the_order() {
+    let test = TestEngine::start(orders);
+    test.engine.publish(placed(2));
+    test.engine.publish(Paid { order: 2 });
+    test.engine.idle().await;
+    assert_eq!(test.commands::<Ship>(), [Ship { order: 2, amount: 102 }]);
+    assert_eq!(test.engine.timers::<Order>(&2).await.unwrap(), []);
+
+    test.advance(48 * HOUR).await;
+    assert!(test.commands::<Nudge>().is_empty(), "a cancelled timer fired");
+    test.engine.publish(placed(2));
+    test.engine.idle().await;
+    assert_eq!(
+        status(&test, 2).await,
+        Some(InstanceStatus::Completed { state: OrderState::Shipped })
+    );
+    assert_eq!(test.engine.stats().after_completion, 1);
+}
+
+#[tokio::test]
+async fn an_event_the_initial_state_ignores_creates_nothing_and_is_counted() {
+    let test = TestEngine::start(orders);
+    test.engine.publish(Paid { order: 3 });
+    test.engine.idle().await;
+    assert_eq!(status(&test, 3).await, None);
+    let stats = test.engine.stats();
+    assert_eq!((stats.ignored_at_start, stats.handled), (1, 0));
+}
+
+#[tokio::test]
+async fn a_redelivered_event_changes_its_instance_once_and_sends_the_same_ids() {
+    let test = TestEngine::start(orders);
+    test.engine.publish(placed(4));
+    test.engine.idle().await;
+    let paid = Envelope::event(Paid { order: 4 });
+    test.engine.deliver(paid.clone());
+    test.engine.deliver(paid.clone());
+    test.engine.idle().await;
+    test.engine.submit(paid.clone()).await.unwrap();
+    test.engine.idle().await;
+
+    let ships: Vec<_> = test.sent().into_iter().filter(|e| e.name == "Ship").collect();
+    assert_eq!(ships.len(), 1, "a duplicate was handled again: {ships:?}");
+    assert_eq!(ships[0].id, paid.id.derive_in("Order", 0));
+    assert_eq!(ships[0].causation, Some(paid.id));
+    let stats = test.engine.stats();
+    // The second delivery met the first in the inbox or after completion.
+    assert_eq!(stats.handled, 2);
+    assert_eq!(stats.duplicates + stats.after_completion, 2);
+}
+
+#[tokio::test]
+async fn an_undecodable_event_is_dead_lettered_with_its_reason_and_can_be_replayed() {
+    let test = TestEngine::start(orders);
+    let broken = Envelope {
+        body: Body::Json(Arc::from(&br#"{"order": "five"}"#[..])),
+        ..Envelope::new("Placed", MessageKind::Event, Body::value(()))
+    };
+    test.engine.submit(broken.clone()).await.unwrap();
+    test.engine.idle().await;
+    let letters = test.engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    let DeadLetter { id, letter: Letter::Message(message), process, reason, .. } = &letters[0]
+    else {
+        panic!("expected a message, got {:?}", letters[0]);
+    };
+    assert_eq!((message.id, process.as_deref()), (broken.id, Some("Order")));
+    assert!(reason.starts_with("process `Order` could not decode `Placed`"), "{reason}");
+
+    // Replayed as it is, it fails again, and is recorded again: not lost.
+    assert_eq!(test.engine.replay(&[*id]).await.unwrap(), 1);
+    test.engine.idle().await;
+    let letters = test.engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_ne!(letters[0].id, *id);
+    assert_eq!(test.engine.stats().dead_lettered, 2);
+}
+
+#[tokio::test]
+async fn a_panicking_decide_dead_letters_its_message_and_the_instance_goes_on() {
+    let test = TestEngine::start(orders);
+    test.engine.publish(placed(6));
+    test.engine.publish(Poison { order: 6 });
+    test.engine.publish(Paid { order: 6 });
+    test.engine.idle().await;
+    let letters = test.engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].reason, "`decide` panicked: poisoned order 6");
+    assert_eq!(
+        status(&test, 6).await,
+        Some(InstanceStatus::Completed { state: OrderState::Shipped })
+    );
+}
+
+#[tokio::test]
+async fn a_command_without_a_handler_is_dead_lettered() {
+    let test = TestEngine::start(|b| b.process::<Order>());
+    test.engine.publish(placed(7));
+    test.engine.publish(Paid { order: 7 });
+    test.engine.idle().await;
+    let letters = test.engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].name(), "Ship");
+    assert_eq!(letters[0].reason, "no handler is registered for command `Ship`");
+    // The outbox row was settled: nothing is left to send.
+    assert!(test.store.pending_outbox().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_handler_is_retried_then_dead_lettered() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let seen = calls.clone();
+    let test = TestEngine::start(move |b| {
+        b.process::<Order>().retry(RetryPolicy { attempts: 3, ..RetryPolicy::default() }).handle(
+            move |ship: Ship, _| {
+                let calls = seen.clone();
+                async move {
+                    let call = calls.fetch_add(1, Ordering::SeqCst) + 1;
+                    // Order 8 succeeds at the second try; order 9 never does.
+                    if ship.order == 8 && call >= 2 {
+                        Ok(())
+                    } else {
+                        Err(HandlerError::from(format!("the warehouse is closed (call {call})")))
+                    }
+                }
+            },
+        )
+    });
+    test.engine.publish(placed(8));
+    test.engine.publish(Paid { order: 8 });
+    test.engine.idle().await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2);
+    assert_eq!(test.engine.stats().commands_delivered, 1);
+
+    test.engine.publish(placed(9));
+    test.engine.publish(Paid { order: 9 });
+    test.engine.idle().await;
+    let letters = test.engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(
+        letters[0].reason,
+        "the handler of `Ship` failed 3 times; last: the warehouse is closed (call 5)"
+    );
+    assert_eq!(test.engine.stats().retried, 3);
+}
+
+#[tokio::test]
+async fn handlers_answer_with_events_that_reach_processes() {
+    // `Nudge` is answered with `Paid`: the reminder makes the order ship.
+    let test = TestEngine::start(|b| {
+        b.process::<Order>().handle(|_: Ship, _| async { Ok(()) }).handle(
+            |nudge: Nudge, ctx: CommandContext| async move {
+                ctx.publish(Paid { order: nudge.order });
+                Ok(())
+            },
+        )
+    });
+    test.engine.publish(placed(10));
+    test.advance(HOUR).await;
+    assert_eq!(test.commands::<Ship>(), [Ship { order: 10, amount: 110 }]);
+    let paid = test.sent().into_iter().find(|e| e.name == "Paid").unwrap();
+    let nudge = test.sent().into_iter().find(|e| e.name == "Nudge").unwrap();
+    assert_eq!(paid.id, nudge.id.derive(0));
+}
+
+#[tokio::test]
+async fn subscribers_see_the_events_processes_publish() {
+    let expired = Arc::new(Mutex::new(Vec::new()));
+    let seen = expired.clone();
+    let test = TestEngine::start(move |b| {
+        orders(b).subscribe(move |event: OrderExpired, _| {
+            let seen = seen.clone();
+            async move {
+                seen.lock().unwrap().push(event.order);
+                Ok(())
+            }
+        })
+    });
+    test.engine.publish(placed(11));
+    test.advance(25 * HOUR).await;
+    assert_eq!(*expired.lock().unwrap(), [11]);
+}
+
+#[tokio::test]
+async fn timers_and_instances_survive_a_restart() {
+    let first = TestEngine::start(orders);
+    first.engine.publish(placed(12));
+    first.engine.idle().await;
+    let second = first.restart(orders);
+    drop(first);
+    second.advance(HOUR).await;
+    assert_eq!(second.commands::<Nudge>(), [Nudge { order: 12, reminders: 1 }]);
+    second.engine.publish(Paid { order: 12 });
+    second.engine.idle().await;
+    assert_eq!(second.commands::<Ship>(), [Ship { order: 12, amount: 112 }]);
+}
+
+/// A bus that takes nothing: what is decided stays in the outbox.
+struct Down;
+
+impl Bus for Down {
+    fn publish(&self, _: Vec<Envelope>, _: Settle) -> BoxFuture<'static, Result<(), BusError>> {
+        Box::pin(async { Err(BusError::Unavailable("the network is down".into())) })
+    }
+
+    fn subscribe(&self, _: Subscription, _: Arc<dyn switchyard_runtime::Receiver>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_outbox_left_by_a_crash_is_sent_at_the_next_start_with_the_same_ids() {
+    let store = MemoryStore::new();
+    let clock = ManualClock::default();
+    let first =
+        orders(Engine::builder()).store(store.clone()).clock(clock.clone()).bus(Down).build();
+    let paid = Envelope::event(Paid { order: 13 });
+    first.deliver(Envelope::event(placed(13)));
+    first.deliver(paid.clone());
+    // Let the relay fail a few times against the bus that is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(first.stats().retried > 0);
+    let pending = store.pending_outbox().await.unwrap();
+    assert_eq!(pending.len(), 1);
+    drop(first);
+
+    let second = TestEngine::on_store(store.clone(), clock, orders);
+    second.engine.idle().await;
+    let ships: Vec<_> = second.sent().into_iter().filter(|e| e.name == "Ship").collect();
+    assert_eq!(ships.len(), 1);
+    assert_eq!(ships[0].id, paid.id.derive_in("Order", 0));
+    assert!(store.pending_outbox().await.unwrap().is_empty());
+}
+
+/// A store that fails its first commits as if the disk were busy.
+#[derive(Clone)]
+struct Flaky {
+    inner: MemoryStore,
+    failures: Arc<AtomicU32>,
+}
+
+impl Store for Flaky {
+    fn load(
+        &self,
+        process: &'static str,
+        keys: Vec<Arc<str>>,
+    ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
+        self.inner.load(process, keys)
+    }
+
+    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
+        if self.failures.load(Ordering::SeqCst) > 0 {
+            self.failures.fetch_sub(1, Ordering::SeqCst);
+            return Box::pin(async { Err(StoreError::Unavailable("the disk is busy".into())) });
+        }
+        self.inner.commit(batch)
+    }
+
+    fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.mark_sent(sequences)
+    }
+
+    fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
+        self.inner.pending_outbox()
+    }
+
+    fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
+        self.inner.pending_timers()
+    }
+
+    fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        self.inner.dead_letters()
+    }
+
+    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
+        self.inner.replay(ids, now)
+    }
+
+    fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        self.inner.prune(before)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn transient_store_errors_are_retried_and_nothing_is_lost() {
+    let store = Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(3)) };
+    let engine =
+        orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
+    engine.publish(placed(14));
+    engine.publish(Paid { order: 14 });
+    engine.idle().await;
+    assert_eq!(
+        engine.instance::<Order>(&14).await.unwrap(),
+        Some(InstanceStatus::Completed { state: OrderState::Shipped })
+    );
+    let stats = engine.stats();
+    assert!(stats.retried >= 3, "{stats:?}");
+    assert_eq!((stats.handled, stats.commands_delivered, stats.dead_lettered), (2, 1, 0));
+}
+
+#[tokio::test]
+async fn tombstones_are_pruned_after_the_retention() {
+    let test = TestEngine::start(|b| orders(b).retention(Some(24 * HOUR)));
+    test.engine.publish(placed(15));
+    test.engine.publish(Paid { order: 15 });
+    test.engine.idle().await;
+    assert_eq!(test.engine.prune().await.unwrap().tombstones, 0);
+    test.advance(25 * HOUR).await;
+    test.engine.prune().await.unwrap();
+    assert_eq!(status(&test, 15).await, None);
+}
+
+#[tokio::test]
+async fn instances_are_spread_over_workers_and_all_commit() {
+    let test = TestEngine::start(|b| orders(b).workers(4).max_batch(16));
+    for order in 0..500 {
+        test.engine.publish(placed(order));
+    }
+    for order in (0..500).step_by(2) {
+        test.engine.publish(Paid { order });
+    }
+    test.engine.idle().await;
+    assert_eq!(test.commands::<Ship>().len(), 250);
+    let stats = test.engine.stats();
+    assert_eq!((stats.handled, stats.commands_delivered), (750, 250));
+    assert!(test.store.pending_outbox().await.unwrap().is_empty());
+}

@@ -1,0 +1,112 @@
+//! Every store passes the conformance suite; the SQLite store also keeps
+//! its schema, its durability settings and the engine's state across
+//! reopening the file.
+
+mod common;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use common::*;
+use switchyard_runtime::store::{Durability, SqliteOptions};
+use switchyard_runtime::testing::TestEngine;
+use switchyard_runtime::{
+    Engine, InstanceStatus, ManualClock, MemoryStore, SqliteStore, StoreError, conformance,
+};
+
+/// A path for a new database file under the target directory.
+fn fresh_path(name: &str) -> PathBuf {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("stores");
+    std::fs::create_dir_all(&dir).unwrap();
+    let n = NEXT.fetch_add(1, Ordering::SeqCst);
+    let path = dir.join(format!("{name}-{}-{n}.db", std::process::id()));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+#[tokio::test]
+async fn the_memory_store_conforms() {
+    conformance::run(MemoryStore::new).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_conforms() {
+    conformance::run(|| SqliteStore::open(fresh_path("conformance")).unwrap()).await;
+}
+
+#[tokio::test]
+async fn the_sqlite_store_conforms_with_normal_durability() {
+    let options = SqliteOptions { durability: Durability::Normal, max_group: 2 };
+    conformance::run(|| SqliteStore::open_with(fresh_path("normal"), options).unwrap()).await;
+}
+
+#[test]
+fn the_sqlite_store_creates_its_schema_once_and_refuses_a_newer_one() {
+    let path = fresh_path("schema");
+    drop(SqliteStore::open(&path).unwrap());
+    // Opening again finds the schema current and changes nothing.
+    drop(SqliteStore::open(&path).unwrap());
+    let connection = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = connection.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+    assert_eq!(version, 1);
+    let mode: String = connection.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+    connection.pragma_update(None, "user_version", 99).unwrap();
+    drop(connection);
+    match SqliteStore::open(&path) {
+        Err(StoreError::NewerSchema { found: 99, known: 1 }) => {}
+        other => panic!("a newer schema was opened: {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_engine_on_sqlite_picks_up_where_the_last_one_stopped() {
+    let path = fresh_path("restart");
+    let clock = ManualClock::default();
+    let first = orders_on(SqliteStore::open(&path).unwrap(), &clock);
+    first.publish(Placed { order: 1, amount: 5 });
+    first.publish(Placed { order: 2, amount: 6 });
+    first.idle().await;
+    drop(first);
+
+    let second = orders_on(SqliteStore::open(&path).unwrap(), &clock);
+    second.publish(Paid { order: 1 });
+    clock.advance(HOUR);
+    second.idle().await;
+    assert_eq!(
+        second.instance::<Order>(&1).await.unwrap(),
+        Some(InstanceStatus::Completed { state: OrderState::Shipped })
+    );
+    assert_eq!(
+        second.instance::<Order>(&2).await.unwrap(),
+        Some(InstanceStatus::Running {
+            state: OrderState::Open,
+            data: OrderData { amount: 6, reminders: 1 }
+        })
+    );
+    assert_eq!(second.stats().timers_fired, 1, "the timer of order 1 went with its completion");
+}
+
+fn orders_on(store: SqliteStore, clock: &ManualClock) -> Engine {
+    Engine::builder()
+        .store(store)
+        .clock(clock.clone())
+        .process::<Order>()
+        .handle(|_: Ship, _| async { Ok(()) })
+        .handle(|_: Nudge, _| async { Ok(()) })
+        .build()
+}
+
+#[tokio::test]
+async fn a_test_engine_can_restart_on_its_store() {
+    let first = TestEngine::start(|b| b.process::<Order>().handle(|_: Nudge, _| async { Ok(()) }));
+    first.engine.publish(Placed { order: 3, amount: 1 });
+    first.engine.idle().await;
+    let second = first.restart(|b| b.process::<Order>().handle(|_: Nudge, _| async { Ok(()) }));
+    drop(first);
+    second.advance(HOUR).await;
+    assert_eq!(second.commands::<Nudge>(), [Nudge { order: 3, reminders: 1 }]);
+}
