@@ -14,6 +14,7 @@ pub mod ast;
 mod check;
 mod codegen;
 pub mod diagnostic;
+mod fmt;
 pub mod graph;
 mod model;
 mod parse;
@@ -23,6 +24,7 @@ pub mod span;
 pub use check::check;
 pub use codegen::codegen;
 pub use diagnostic::{Diagnostic, Label, Severity, Source};
+pub use fmt::format;
 pub use model::*;
 pub use parse::parse;
 
