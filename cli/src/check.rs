@@ -27,14 +27,18 @@ pub struct Args {
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,
 
+    /// How findings are printed: for people, or as JSON for tools.
+    ///
     /// `human`: findings drawn with their source lines on stderr, coloured on a
     /// terminal, then a summary line. `json`: one JSON array of findings on
     /// stdout, and nothing else there.
     #[arg(long, value_enum, default_value_t = Format::Human)]
     pub format: Format,
 
-    /// Treats findings of this kind as failures: `--deny warnings` makes any
-    /// warning fail the check (exit code 1), as in CI.
+    /// Fails on warnings too, as CI may want: `--deny warnings`.
+    ///
+    /// Warnings are always shown; with `--deny warnings` any warning also
+    /// makes the check fail with exit code 1.
     #[arg(long, value_enum, value_name = "KIND")]
     pub deny: Vec<Deny>,
 }

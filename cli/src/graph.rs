@@ -27,6 +27,8 @@ pub struct Args {
     #[arg(long, value_name = "NAME")]
     pub process: Option<String>,
 
+    /// The diagram's language: Graphviz DOT or Mermaid.
+    ///
     /// `dot` for Graphviz (timer edges dashed), `mermaid` for a Mermaid
     /// `stateDiagram-v2` (timer edges marked with ⏱).
     #[arg(long, value_enum, default_value_t = Format::Dot)]

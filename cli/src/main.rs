@@ -7,13 +7,14 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
-mod fmt;
 mod graph;
 
 /// Process managers and sagas, checked before they run.
 #[derive(Debug, Parser)]
 #[command(name = "switchyard", version, about, long_about = None)]
-#[command(after_help = "Run `switchyard help COMMAND` for a command's options, exit codes and examples.")]
+#[command(
+    after_help = "Run `switchyard help COMMAND` for a command's options, exit codes and examples."
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -31,13 +32,6 @@ enum Command {
     ///
     /// The file is checked first: a file with errors is not drawn.
     Graph(graph::Args),
-    /// Rewrites `.yard` files in the one canonical layout, keeping every comment.
-    ///
-    /// Formatting twice changes nothing, and the formatted file parses to the
-    /// same processes. A file that does not parse is left as it is and its
-    /// errors are shown. With `--check` nothing is written: the files that
-    /// would change are listed with a diff, and the command fails, as in CI.
-    Fmt(fmt::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +39,5 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => graph::run(&args),
-        Command::Fmt(args) => fmt::run(&args),
     }
 }
