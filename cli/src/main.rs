@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod fmt;
 mod graph;
 
 /// Process managers and sagas, checked before they run.
@@ -32,6 +33,13 @@ enum Command {
     ///
     /// The file is checked first: a file with errors is not drawn.
     Graph(graph::Args),
+    /// Rewrites `.yard` files in the one canonical layout, keeping every comment.
+    ///
+    /// Formatting twice changes nothing, and the formatted file parses to the
+    /// same processes. A file that does not parse is left as it is and its
+    /// errors are shown. With `--check` nothing is written: the files that
+    /// would change are listed with a diff, and the command fails, as in CI.
+    Fmt(fmt::Args),
 }
 
 fn main() -> ExitCode {
@@ -39,5 +47,6 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => graph::run(&args),
+        Command::Fmt(args) => fmt::run(&args),
     }
 }
