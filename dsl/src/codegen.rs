@@ -2,17 +2,100 @@
 //! wanted to report an error, a check would be missing.
 //!
 //! Generated code reaches the runtime only through `::switchyard::__private`,
-//! and wraps its trait impls in `const _: () = { ... };`.
+//! and wraps its trait impls in `const _: () = { ... };`. Every token that
+//! comes from the source (names, types, expressions) carries the span the
+//! caller maps it to, so that the Rust compiler's own errors in generated code
+//! (a field of the wrong type in a `send`) point at the DSL text that caused
+//! them. Internal locals use mixed-site spans, so that no name a user writes in
+//! an expression can capture them.
+//!
+//! [`skeleton`] is the other output: when the checker refused a file, the
+//! types it would have declared, with bodies that never run, so that the user
+//! sees the checker's findings and not a cascade of "cannot find type" errors.
 
-use proc_macro2::{Ident, Literal, Span, TokenStream};
-use quote::{format_ident, quote};
+use proc_macro2::{Delimiter, Group, Ident, Literal, Punct, Spacing, Span, TokenStream, TokenTree};
+use quote::{ToTokens, format_ident, quote, quote_spanned};
 
 use crate::ast::{self, BinaryOp, ExprKind, Lit, StateKind, UnaryOp};
 use crate::model::*;
+use crate::span;
 
-/// The Rust items of every process in the model.
+/// The Rust items of every process in the model, every token at the call site.
 pub fn codegen(model: &Model) -> TokenStream {
-    model.processes.iter().map(process).collect()
+    codegen_with_spans(model, &|_| Span::call_site())
+}
+
+/// The Rust items of every process in the model, each token that comes from
+/// the source at `span_of(its DSL span)`.
+///
+/// `span_of` is asked about single tokens: the first and last byte of a
+/// construct, never a span to be joined, since joining spans needs a nightly
+/// compiler.
+pub fn codegen_with_spans(model: &Model, span_of: &dyn Fn(span::Span) -> Span) -> TokenStream {
+    let g = Gen { span_of };
+    model.processes.iter().map(|p| process(&g, p)).collect()
+}
+
+/// How source spans become token spans.
+struct Gen<'a> {
+    span_of: &'a dyn Fn(span::Span) -> Span,
+}
+
+impl Gen<'_> {
+    /// The span of the first token of a construct.
+    fn lo(&self, s: span::Span) -> Span {
+        (self.span_of)(span::Span { start: s.start, end: s.start.saturating_add(1).min(s.end) })
+    }
+
+    /// The span of the last token of a construct.
+    fn hi(&self, s: span::Span) -> Span {
+        (self.span_of)(span::Span { start: s.end.saturating_sub(1).max(s.start), end: s.end })
+    }
+
+    fn ident(&self, name: &ast::Ident) -> Ident {
+        rust_ident(&name.node, self.lo(name.span))
+    }
+}
+
+/// A Rust identifier; a Rust keyword that the language allows as a name
+/// (`type`, `match`) is written as a raw identifier.
+fn rust_ident(name: &str, span: Span) -> Ident {
+    if is_rust_keyword(name) { Ident::new_raw(name, span) } else { Ident::new(name, span) }
+}
+
+fn is_rust_keyword(name: &str) -> bool {
+    const KEYWORDS: &[&str] = &[
+        "as", "async", "await", "break", "const", "continue", "dyn", "else", "enum", "extern",
+        "false", "fn", "for", "gen", "if", "impl", "in", "let", "loop", "match", "mod", "move",
+        "mut", "pub", "ref", "return", "static", "struct", "trait", "true", "type", "unsafe",
+        "use", "where", "while", "abstract", "become", "box", "do", "final", "macro", "override",
+        "priv", "try", "typeof", "unsized", "virtual", "yield",
+    ];
+    KEYWORDS.contains(&name)
+}
+
+/// The locals of `decide`, out of reach of the names users write.
+struct Locals {
+    state: Ident,
+    input: Ident,
+    ctx: Ident,
+    outputs: Ident,
+    timers: Ident,
+    next_data: Ident,
+}
+
+impl Locals {
+    fn new() -> Locals {
+        let local = |name: &str| Ident::new(name, Span::mixed_site());
+        Locals {
+            state: local("state"),
+            input: local("input"),
+            ctx: local("ctx"),
+            outputs: local("outputs"),
+            timers: local("timers"),
+            next_data: local("next_data"),
+        }
+    }
 }
 
 /// The names of the items generated for one process.
@@ -25,27 +108,33 @@ struct Names {
     timer: Ident,
 }
 
-fn ident(name: &str) -> Ident {
-    Ident::new(name, Span::call_site())
+impl Names {
+    fn new(process: Ident) -> Names {
+        Names {
+            state: format_ident!("{process}State"),
+            data: format_ident!("{process}Data"),
+            input: format_ident!("{process}Input"),
+            output: format_ident!("{process}Output"),
+            timer: format_ident!("{process}Timer"),
+            process,
+        }
+    }
 }
 
-fn process(p: &ProcessModel) -> TokenStream {
-    let name = &p.name.node;
-    let names = Names {
-        process: ident(name),
-        state: format_ident!("{name}State"),
-        data: format_ident!("{name}Data"),
-        input: format_ident!("{name}Input"),
-        output: format_ident!("{name}Output"),
-        timer: format_ident!("{name}Timer"),
-    };
-    let Names { process, state, data, input, output, timer } = &names;
-    let private = quote!(::switchyard::__private);
-    let docs = doc_attrs(&p.docs);
-    let key = ty(&p.key_type);
-    let process_name = name.as_str();
+fn private() -> TokenStream {
+    quote!(::switchyard::__private)
+}
 
-    let state_variants: Vec<Ident> = p.states.iter().map(|s| ident(&s.name.node)).collect();
+fn process(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
+    let names = Names::new(g.ident(&p.name));
+    let Names { process, state, data, input, output, timer } = &names;
+    let locals = Locals::new();
+    let private = private();
+    let docs = doc_attrs(&p.docs);
+    let key = ty(g, &p.key_type);
+    let process_name = p.name.node.as_str();
+
+    let state_variants: Vec<Ident> = p.states.iter().map(|s| g.ident(&s.name)).collect();
     let state_docs: Vec<TokenStream> = p.states.iter().map(|s| doc_attrs(&s.docs)).collect();
     let initial = &state_variants[p.initial];
     let finals: Vec<&Ident> = p
@@ -62,33 +151,35 @@ fn process(p: &ProcessModel) -> TokenStream {
     };
 
     // Data: the fields, and `Default` from their initial values.
-    let field_names: Vec<Ident> = p.data.iter().map(|f| ident(&f.name.node)).collect();
-    let field_types: Vec<TokenStream> = p.data.iter().map(|f| ty(&f.ty)).collect();
+    let field_names: Vec<Ident> = p.data.iter().map(|f| g.ident(&f.name)).collect();
+    let field_types: Vec<TokenStream> = p.data.iter().map(|f| ty(g, &f.ty)).collect();
     let field_docs: Vec<TokenStream> = p.data.iter().map(|f| doc_attrs(&f.docs)).collect();
     let field_inits: Vec<TokenStream> = p
         .data
         .iter()
         .map(|f| match &f.init {
-            Some(init) => expr(init, Mode::Value),
+            Some(init) => expr(g, init, Mode::Value),
             None => quote!(::core::default::Default::default()),
         })
         .collect();
 
-    let timer_variants: Vec<Ident> = p.timers.iter().map(|t| ident(&t.name.node)).collect();
+    let timer_variants: Vec<Ident> = p.timers.iter().map(|t| g.ident(&t.name)).collect();
     let timer_docs: Vec<TokenStream> = p.timers.iter().map(|t| doc_attrs(&t.docs)).collect();
 
-    let event_types: Vec<Ident> = p.events().map(|(_, i)| ident(&i.name.node)).collect();
-    let key_fields: Vec<Ident> = p
-        .events()
-        .map(|(_, i)| match &i.kind {
-            InputKind::Event { key_field } => ident(&key_field.node),
-            InputKind::Timer(_) => unreachable!("events() yields events"),
+    let events: Vec<(Ident, &ast::Ident)> = p
+        .inputs
+        .iter()
+        .filter_map(|i| match &i.kind {
+            InputKind::Event { key_field } => Some((g.ident(&i.name), key_field)),
+            InputKind::Timer(_) => None,
         })
         .collect();
+    let event_types: Vec<&Ident> = events.iter().map(|(ty, _)| ty).collect();
+    let handles = events.iter().map(|(event, field)| handles(g, &names, &key, p, event, field));
+    let key_field_markers = key_field_markers(p);
 
-    let output_types: Vec<TokenStream> = p.outputs.iter().map(|o| type_path(&o.path)).collect();
-    let output_variants: Vec<Ident> =
-        p.outputs.iter().map(|o| ident(&o.path.name().node)).collect();
+    let output_types: Vec<TokenStream> = p.outputs.iter().map(|o| type_path(g, &o.path)).collect();
+    let output_variants: Vec<Ident> = p.outputs.iter().map(|o| output_variant(o)).collect();
     let output_traits: Vec<TokenStream> = p
         .outputs
         .iter()
@@ -115,10 +206,11 @@ fn process(p: &ProcessModel) -> TokenStream {
         )
     };
 
+    let Locals { state: state_local, input: input_local, ctx, .. } = &locals;
     let mut arms = Vec::new();
     for (s, variant) in p.states.iter().zip(&state_variants) {
         for (handling, input_model) in s.table.iter().zip(&p.inputs) {
-            let input_variant = ident(&input_model.name.node);
+            let input_variant = g.ident(&input_model.name);
             let is_timer = matches!(input_model.kind, InputKind::Timer(_));
             let pattern = match (is_timer, handling) {
                 (true, _) => quote!(#input::#input_variant),
@@ -126,9 +218,9 @@ fn process(p: &ProcessModel) -> TokenStream {
                 (false, _) => quote!(#input::#input_variant(_)),
             };
             let body = match handling {
-                Handling::Handled(handlers) => handled(p, &names, handlers),
+                Handling::Handled(handlers) => handled(g, p, &names, &locals, handlers),
                 Handling::Ignored(_) | Handling::NotPending | Handling::Completed => {
-                    quote!(#private::Decision::ignored(state))
+                    quote!(#private::Decision::ignored(#state_local))
                 }
             };
             arms.push(quote!((#state::#variant, #pattern) => { #body }));
@@ -139,7 +231,7 @@ fn process(p: &ProcessModel) -> TokenStream {
     } else {
         quote!(match timer { #(#timer::#timer_variants => #input::#timer_variants,)* })
     };
-    let description = description(p);
+    let description = description(g, p);
 
     quote! {
         #docs
@@ -166,6 +258,7 @@ fn process(p: &ProcessModel) -> TokenStream {
         }
 
         impl ::core::default::Default for #data {
+            #[allow(clippy::all, clippy::pedantic, unused_parens)]
             fn default() -> Self {
                 #data { #(#field_names: #field_inits,)* }
             }
@@ -192,19 +285,17 @@ fn process(p: &ProcessModel) -> TokenStream {
         }
 
         const _: () = {
+            #key_field_markers
+
             #(
                 impl ::core::convert::From<#event_types> for #input {
                     fn from(event: #event_types) -> Self {
                         #input::#event_types(event)
                     }
                 }
-
-                impl #private::Handles<#event_types> for #process {
-                    fn correlate(event: &#event_types) -> &#key {
-                        &event.#key_fields
-                    }
-                }
             )*
+
+            #(#handles)*
 
             impl #private::Outgoing for #output {
                 fn name(&self) -> &'static str {
@@ -235,16 +326,16 @@ fn process(p: &ProcessModel) -> TokenStream {
                     #is_final
                 }
 
-                #[allow(unused_variables, unused_mut, clippy::all)]
+                #[allow(unused_variables, unused_mut, unused_parens, clippy::all, clippy::pedantic)]
                 fn decide(
-                    state: #state,
+                    #state_local: #state,
                     data: &#data,
-                    input: &#input,
-                    ctx: &#private::Context<'_, #key>,
+                    #input_local: &#input,
+                    #ctx: &#private::Context<'_, #key>,
                 ) -> #private::Decision<Self> {
-                    let id: &#key = ctx.key;
-                    let now = ctx.now;
-                    match (state, input) {
+                    let id: &#key = #ctx.key;
+                    let now = #ctx.now;
+                    match (#state_local, #input_local) {
                         #(#arms)*
                     }
                 }
@@ -271,15 +362,127 @@ fn process(p: &ProcessModel) -> TokenStream {
     }
 }
 
+/// The variant of the output enum for a message type: its last segment.
+fn output_variant(output: &OutputModel) -> Ident {
+    rust_ident(&output.path.name().node, Span::call_site())
+}
+
+/// `Handles<E>`: the correlation field, read through a trait whose error names
+/// the event, the field and both types when the field's type is not the key's.
+fn handles(
+    g: &Gen<'_>,
+    names: &Names,
+    key: &TokenStream,
+    p: &ProcessModel,
+    event: &Ident,
+    field: &ast::Ident,
+) -> TokenStream {
+    let private = private();
+    let process = &names.process;
+    let marker = key_field_marker(p, &field.node);
+    // The impl and the read carry the spans of the event and the field, so
+    // that an event type that is not an `Event`, a missing field or a field
+    // of the wrong type is reported there.
+    let event_span = event.span();
+    let field_span = g.lo(field.span);
+    let field = g.ident(field);
+    let read = quote_spanned!(field_span=> #private::CorrelationField::<#key, #event, #marker>::key(&event.#field));
+    quote_spanned! {event_span=>
+        impl #private::Handles<#event> for #process {
+            fn correlate(event: &#event) -> &#key {
+                #read
+            }
+        }
+    }
+}
+
+/// The type that names a correlation field in the error about its type: a
+/// type named like the field, unless that name would shadow a type the
+/// generated impls use, then one inside a module of its own.
+fn key_field_marker(p: &ProcessModel, field: &str) -> TokenStream {
+    let name = rust_ident(field, Span::call_site());
+    if marker_would_shadow(p, field) {
+        quote!(__switchyard_key_fields::#name)
+    } else {
+        quote!(#name)
+    }
+}
+
+fn key_field_markers(p: &ProcessModel) -> TokenStream {
+    let mut fields: Vec<&str> = Vec::new();
+    for input in &p.inputs {
+        if let InputKind::Event { key_field } = &input.kind
+            && !fields.contains(&key_field.node.as_str())
+        {
+            fields.push(&key_field.node);
+        }
+    }
+    let (shadowing, plain): (Vec<&str>, Vec<&str>) =
+        fields.into_iter().partition(|f| marker_would_shadow(p, f));
+    let plain = plain.iter().map(|f| rust_ident(f, Span::call_site()));
+    let shadowing: Vec<Ident> = shadowing.iter().map(|f| rust_ident(f, Span::call_site())).collect();
+    let module = if shadowing.is_empty() {
+        TokenStream::new()
+    } else {
+        quote! {
+            #[allow(non_camel_case_types)]
+            mod __switchyard_key_fields {
+                #(pub enum #shadowing {})*
+            }
+        }
+    };
+    quote! {
+        #(
+            #[allow(non_camel_case_types)]
+            enum #plain {}
+        )*
+        #module
+    }
+}
+
+/// Whether a marker type named `field` would shadow a name the impls of the
+/// process refer to: a primitive, or the first segment of a type it uses.
+fn marker_would_shadow(p: &ProcessModel, field: &str) -> bool {
+    const PRIMITIVES: &[&str] = &[
+        "bool", "char", "str", "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32",
+        "i64", "i128", "isize", "f32", "f64", "Self",
+    ];
+    fn type_mentions(t: &ast::Type, field: &str) -> bool {
+        match t {
+            ast::Type::Path(path) => path_mentions(path, field),
+            ast::Type::Tuple(items, _) => items.iter().any(|i| type_mentions(i, field)),
+        }
+    }
+    fn path_mentions(path: &ast::TypePath, field: &str) -> bool {
+        path.segments.iter().any(|s| s.node == field)
+            || path.args.iter().any(|a| type_mentions(a, field))
+    }
+    PRIMITIVES.contains(&field)
+        || field == p.name.node
+        || type_mentions(&p.key_type, field)
+        || p.inputs.iter().any(|i| i.name.node == field)
+        || p.outputs.iter().any(|o| path_mentions(&o.path, field))
+}
+
 /// The handlers of one input in one state: guards tried in order, the last
 /// handler unguarded (the checker proves it).
-fn handled(p: &ProcessModel, names: &Names, handlers: &[HandlerModel]) -> TokenStream {
+fn handled(
+    g: &Gen<'_>,
+    p: &ProcessModel,
+    names: &Names,
+    locals: &Locals,
+    handlers: &[HandlerModel],
+) -> TokenStream {
     let mut chain = TokenStream::new();
     for (i, handler) in handlers.iter().enumerate() {
-        let body = handler_body(p, names, handler);
+        let body = handler_body(g, p, names, locals, handler);
         let branch = match &handler.guard {
             Some(guard) => {
-                let guard = expr(guard, Mode::Place);
+                // In parentheses, since a struct literal cannot stand bare in
+                // an `if` condition; the group takes the span of the guard's
+                // last token so that errors keep the guard's own span.
+                let tokens = expr(g, guard, Mode::Place);
+                let guard = group(Delimiter::Parenthesis, tokens, g.hi(guard.span));
                 quote!(if #guard { #body })
             }
             None => quote!({ #body }),
@@ -291,58 +494,68 @@ fn handled(p: &ProcessModel, names: &Names, handlers: &[HandlerModel]) -> TokenS
 
 /// One handler: its statements in order, then the decision. A handler that
 /// sets data works on a copy, and later reads in it see the new values.
-fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> TokenStream {
-    let private = quote!(::switchyard::__private);
+fn handler_body(
+    g: &Gen<'_>,
+    p: &ProcessModel,
+    names: &Names,
+    locals: &Locals,
+    handler: &HandlerModel,
+) -> TokenStream {
+    let private = private();
     let Names { state, output, timer, .. } = names;
+    let Locals { state: state_local, outputs, timers, next_data, .. } = locals;
     let mut statements = Vec::new();
     let (mut emits, mut timer_ops, mut sets) = (0usize, 0usize, false);
     for action in &handler.actions {
         statements.push(match action {
-            Action::Emit { output: index, fields, .. } => {
+            Action::Emit { output: index, fields, span } => {
                 emits += 1;
-                let path = type_path(&p.outputs[*index].path);
-                let variant = ident(&p.outputs[*index].path.name().node);
+                let path = type_path(g, &p.outputs[*index].path);
+                let variant = output_variant(&p.outputs[*index]);
                 let value = match fields {
                     Some(fields) => {
-                        let fields = fields.iter().map(field_init);
-                        quote!(#path { #(#fields,)* })
+                        let fields = fields.iter().map(|f| field_init(g, f));
+                        let body = group(Delimiter::Brace, quote!(#(#fields,)*), g.hi(*span));
+                        quote!(#path #body)
                     }
-                    None => quote!(#path),
+                    None => path,
                 };
-                quote!(outputs.push(#output::#variant(#value));)
+                quote!(#outputs.push(#output::#variant(#value));)
             }
             Action::Set { field, value, .. } => {
                 sets = true;
-                let field = ident(&p.data[*field].name.node);
-                let value = expr(value, Mode::Value);
+                let field = g.ident(&p.data[*field].name);
+                let value = expr(g, value, Mode::Value);
                 quote!(data.#field = #value;)
             }
             Action::Schedule { timer: index, when, .. } => {
                 timer_ops += 1;
-                let variant = ident(&p.timers[*index].name.node);
+                let variant = g.ident(&p.timers[*index].name);
                 let at = match when {
                     ast::ScheduleWhen::After(delay) => {
-                        let delay = expr(delay, Mode::Value);
-                        quote!(now + #delay)
+                        let lo = g.lo(delay.span);
+                        let delay = expr(g, delay, Mode::Value);
+                        quote_spanned!(lo=> now + #delay)
                     }
-                    ast::ScheduleWhen::At(at) => expr(at, Mode::Value),
+                    ast::ScheduleWhen::At(at) => expr(g, at, Mode::Value),
                 };
-                quote!(timers.push(#private::TimerOp::Schedule { timer: #timer::#variant, at: #at });)
+                quote!(#timers.push(#private::TimerOp::Schedule { timer: #timer::#variant, at: #at });)
             }
             Action::Cancel { timer: index, .. } => {
                 timer_ops += 1;
-                let variant = ident(&p.timers[*index].name.node);
-                quote!(timers.push(#private::TimerOp::Cancel { timer: #timer::#variant });)
+                let variant = g.ident(&p.timers[*index].name);
+                quote!(#timers.push(#private::TimerOp::Cancel { timer: #timer::#variant });)
             }
         });
     }
     let next = match handler.target {
         Some(target) => {
-            let target = ident(&p.states[target].name.node);
+            let target = g.ident(&p.states[target].name);
             quote!(#state::#target)
         }
-        None => quote!(state),
+        None => quote!(#state_local),
     };
+    // Exactly one allocation per non-empty list, none for an empty one.
     let vec = |count: usize| {
         if count == 0 {
             quote!(::std::vec::Vec::new())
@@ -350,32 +563,53 @@ fn handler_body(p: &ProcessModel, names: &Names, handler: &HandlerModel) -> Toke
             quote!(::std::vec::Vec::with_capacity(#count))
         }
     };
-    let (outputs, timers) = (vec(emits), vec(timer_ops));
+    let (outputs_vec, timers_vec) = (vec(emits), vec(timer_ops));
     if sets {
         quote! {
-            let mut outputs = #outputs;
-            let mut timers = #timers;
-            let mut next_data = ::core::clone::Clone::clone(data);
+            let mut #outputs = #outputs_vec;
+            let mut #timers = #timers_vec;
+            let mut #next_data = ::core::clone::Clone::clone(data);
             {
-                let data = &mut next_data;
+                let data = &mut #next_data;
                 #(#statements)*
             }
-            #private::Decision::handled(#next, ::core::option::Option::Some(next_data), outputs, timers)
+            #private::Decision::handled(#next, ::core::option::Option::Some(#next_data), #outputs, #timers)
         }
     } else {
         quote! {
-            let mut outputs = #outputs;
-            let mut timers = #timers;
+            let mut #outputs = #outputs_vec;
+            let mut #timers = #timers_vec;
             #(#statements)*
-            #private::Decision::handled(#next, ::core::option::Option::None, outputs, timers)
+            #private::Decision::handled(#next, ::core::option::Option::None, #outputs, #timers)
         }
     }
 }
 
-fn field_init(field: &ast::FieldInit) -> TokenStream {
-    let name = ident(&field.name.node);
-    let value = expr(&field.value, Mode::Value);
+fn field_init(g: &Gen<'_>, field: &ast::FieldInit) -> TokenStream {
+    let name = g.ident(&field.name);
+    let value = expr(g, &field.value, Mode::Value);
     quote!(#name: #value)
+}
+
+/// A delimited group whose delimiters carry `span`.
+fn group(delimiter: Delimiter, stream: TokenStream, span: Span) -> TokenTree {
+    let mut group = Group::new(delimiter, stream);
+    group.set_span(span);
+    TokenTree::Group(group)
+}
+
+/// Gives every token of `tokens` the span `span`, groups included.
+fn respan(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Group(g) => group(g.delimiter(), respan(g.stream(), span), span),
+            mut other => {
+                other.set_span(span);
+                other
+            }
+        })
+        .collect()
 }
 
 /// Whether an expression is read in place (compared, or a method's receiver)
@@ -387,76 +621,143 @@ enum Mode {
     Value,
 }
 
-fn expr(e: &ast::Expr, mode: Mode) -> TokenStream {
+/// An expression as Rust tokens. Tokens written for the expression carry the
+/// span of its first source token, and closing groups that of its last, so
+/// that an error about the whole expression underlines all of it.
+fn expr(g: &Gen<'_>, e: &ast::Expr, mode: Mode) -> TokenStream {
+    let (lo, hi) = (g.lo(e.span), g.hi(e.span));
     let tokens = match &e.kind {
-        ExprKind::Lit(lit) => return literal(lit),
-        ExprKind::Name(name) if name == "id" => quote!((*id)),
-        ExprKind::Name(name) => {
-            let name = ident(name);
-            quote!(#name)
+        ExprKind::Lit(lit) => return literal(lit, mode, lo, hi),
+        ExprKind::Name(name) if name == "id" => {
+            let id = Ident::new("id", lo);
+            let star = Punct::new('*', Spacing::Alone);
+            let mut star = TokenTree::Punct(star);
+            star.set_span(lo);
+            group(Delimiter::Parenthesis, quote!(#star #id), lo).into_token_stream()
         }
+        ExprKind::Name(name) => rust_ident(name, lo).into_token_stream(),
         ExprKind::Path(segments) => {
-            let segments = segments.iter().map(|s| ident(&s.node));
-            return quote!(#(#segments)::*);
+            return path_tokens(g, segments);
         }
         ExprKind::Field(base, field) => {
-            let base = expr(base, Mode::Place);
+            let base = operand(g, base, Mode::Place, false);
+            let span = g.lo(field.span);
             let field = match field.node.parse::<usize>() {
                 Ok(index) => {
-                    let index = Literal::usize_unsuffixed(index);
-                    quote!(#index)
+                    let mut index = Literal::usize_unsuffixed(index);
+                    index.set_span(span);
+                    index.into_token_stream()
                 }
-                Err(_) => {
-                    let field = ident(&field.node);
-                    quote!(#field)
-                }
+                Err(_) => rust_ident(&field.node, span).into_token_stream(),
             };
-            quote!(#base.#field)
+            quote_spanned!(span=> #base.#field)
         }
         ExprKind::Call(callee, args) => {
-            let callee = expr(callee, Mode::Place);
-            let args = args.iter().map(|a| expr(a, Mode::Value));
-            return quote!(#callee(#(#args),*));
+            let callee = operand(g, callee, Mode::Place, false);
+            let args = args.iter().map(|a| expr(g, a, Mode::Value));
+            let args = group(Delimiter::Parenthesis, quote!(#(#args),*), hi);
+            return quote!(#callee #args);
         }
         ExprKind::MethodCall(receiver, method, args) => {
-            let receiver = expr(receiver, Mode::Place);
-            let method = ident(&method.node);
-            let args = args.iter().map(|a| expr(a, Mode::Value));
-            return quote!(#receiver.#method(#(#args),*));
+            let receiver = operand(g, receiver, Mode::Place, false);
+            let span = g.lo(method.span);
+            let method = rust_ident(&method.node, span);
+            let args = args.iter().map(|a| expr(g, a, Mode::Value));
+            let args = group(Delimiter::Parenthesis, quote!(#(#args),*), hi);
+            return quote_spanned!(span=> #receiver.#method #args);
         }
         ExprKind::Struct(path, fields) => {
-            let path = type_path(path);
-            let fields = fields.iter().map(field_init);
-            return quote!(#path { #(#fields,)* });
+            let path = type_path(g, path);
+            let fields = fields.iter().map(|f| field_init(g, f));
+            let body = group(Delimiter::Brace, quote!(#(#fields,)*), hi);
+            return quote!(#path #body);
         }
-        ExprKind::Unary(op, operand) => {
-            let operand = expr(operand, Mode::Value);
+        ExprKind::Unary(op, inner) => {
+            let inner = operand(g, inner, Mode::Value, true);
             return match op {
-                UnaryOp::Not => quote!((!#operand)),
-                UnaryOp::Neg => quote!((-#operand)),
+                UnaryOp::Not => quote_spanned!(lo=> !#inner),
+                UnaryOp::Neg => quote_spanned!(lo=> -#inner),
             };
         }
         ExprKind::Binary(op, left, right) => {
             let operands = if op.is_comparison() { Mode::Place } else { Mode::Value };
-            let left = expr(left, operands);
-            let right = expr(right, operands);
-            let op = binary_op(*op);
-            return quote!((#left #op #right));
+            let left_tokens = binary_operand(g, *op, left, operands, Side::Left);
+            let right_tokens = binary_operand(g, *op, right, operands, Side::Right);
+            let op = respan(binary_op(*op), g.hi(left.span));
+            return quote!(#left_tokens #op #right_tokens);
         }
         ExprKind::List(items) => {
-            let items = items.iter().map(|i| expr(i, Mode::Value));
-            return quote!(::std::vec![#(#items),*]);
+            let items = items.iter().map(|i| expr(g, i, Mode::Value));
+            let items = group(Delimiter::Bracket, quote!(#(#items),*), hi);
+            return quote_spanned!(lo=> ::std::vec! #items);
         }
         ExprKind::Paren(inner) => {
-            let inner = expr(inner, mode);
-            return quote!((#inner));
+            let inner = expr(g, inner, mode);
+            return group(Delimiter::Parenthesis, inner, hi).into_token_stream();
         }
     };
     // Only names and field paths reach here: clone them when taken by value.
+    // A method call rather than `Clone::clone(&x)`: a type error then reads
+    // "expected `u64`, found `String`" instead of speaking of references.
     if mode == Mode::Value && is_borrowed_place(e) {
-        quote!(::core::clone::Clone::clone(&#tokens))
+        let args = group(Delimiter::Parenthesis, TokenStream::new(), hi);
+        quote_spanned!(hi=> #tokens.clone #args)
     } else {
         tokens
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Side {
+    Left,
+    Right,
+}
+
+/// An operand of a binary operator, in parentheses where Rust's grammar would
+/// read it differently without them: a looser operator, a right operand of
+/// the same precedence, or a comparison inside a comparison (Rust does not
+/// chain them).
+fn binary_operand(g: &Gen<'_>, parent: BinaryOp, e: &ast::Expr, mode: Mode, side: Side) -> TokenStream {
+    let needs_parens = match &e.kind {
+        ExprKind::Binary(child, _, _) => {
+            let (parent_rank, child_rank) = (precedence(parent), precedence(*child));
+            child_rank < parent_rank
+                || (side == Side::Right && child_rank == parent_rank)
+                || (parent.is_comparison() && child.is_comparison())
+        }
+        _ => false,
+    };
+    let tokens = expr(g, e, mode);
+    if needs_parens {
+        // The group takes the span of the operand's outer token, so that the
+        // operator expression around it still spans from its first token to its last.
+        let span = if side == Side::Left { g.lo(e.span) } else { g.hi(e.span) };
+        group(Delimiter::Parenthesis, tokens, span).into_token_stream()
+    } else {
+        tokens
+    }
+}
+
+/// The receiver of a method or field, the callee of a call, or the operand
+/// of a unary operator: in parentheses when it is an operator expression.
+fn operand(g: &Gen<'_>, e: &ast::Expr, mode: Mode, unary: bool) -> TokenStream {
+    let tokens = expr(g, e, mode);
+    match &e.kind {
+        ExprKind::Binary(..) => group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream(),
+        ExprKind::Unary(..) if !unary => {
+            group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream()
+        }
+        _ => tokens,
+    }
+}
+
+fn precedence(op: BinaryOp) -> u8 {
+    match op {
+        BinaryOp::Or => 1,
+        BinaryOp::And => 2,
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => 3,
+        BinaryOp::Add | BinaryOp::Sub => 4,
+        BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 5,
     }
 }
 
@@ -469,28 +770,45 @@ fn is_borrowed_place(e: &ast::Expr) -> bool {
     }
 }
 
-fn literal(lit: &Lit) -> TokenStream {
-    match lit {
-        Lit::Int(value) => {
-            let lit = Literal::u128_unsuffixed(*value);
-            quote!(#lit)
+fn path_tokens(g: &Gen<'_>, segments: &[ast::Ident]) -> TokenStream {
+    let mut tokens = TokenStream::new();
+    for (i, segment) in segments.iter().enumerate() {
+        let ident = g.ident(segment);
+        if i > 0 {
+            let span = ident.span();
+            tokens.extend(quote_spanned!(span=> ::));
         }
-        Lit::Float(text) => {
-            let lit = text
-                .parse::<f64>()
-                .map_or_else(|_| Literal::f64_unsuffixed(0.0), Literal::f64_unsuffixed);
-            quote!(#lit)
-        }
-        Lit::Str(text) => {
-            let lit = Literal::string(&unescape(text));
-            quote!(::std::string::String::from(#lit))
-        }
-        Lit::Bool(true) => quote!(true),
-        Lit::Bool(false) => quote!(false),
+        tokens.extend(ident.into_token_stream());
+    }
+    tokens
+}
+
+/// A literal. A string is a `String` when taken as a value, and stays a
+/// `&str` where it is only compared, which `String` and `&str` allow and
+/// which allocates nothing.
+fn literal(lit: &Lit, mode: Mode, lo: Span, hi: Span) -> TokenStream {
+    let mut token = match lit {
+        Lit::Int(value) => Literal::u128_unsuffixed(*value),
+        Lit::Float(text) => text
+            .parse::<f64>()
+            .map_or_else(|_| Literal::f64_unsuffixed(0.0), Literal::f64_unsuffixed),
+        Lit::Str(text) => Literal::string(&unescape(text)),
+        Lit::Bool(value) => return Ident::new(if *value { "true" } else { "false" }, lo).into_token_stream(),
         Lit::Duration(value, unit) => {
-            let millis = Literal::u64_suffixed(value.saturating_mul(unit.millis()));
-            quote!(::core::time::Duration::from_millis(#millis))
+            let mut millis = Literal::u64_suffixed(value.saturating_mul(unit.millis()));
+            millis.set_span(hi);
+            let call = quote_spanned!(lo=> ::core::time::Duration::from_millis);
+            let args = group(Delimiter::Parenthesis, millis.into_token_stream(), hi);
+            return quote!(#call #args);
         }
+    };
+    token.set_span(lo);
+    match lit {
+        Lit::Str(_) if mode == Mode::Value => {
+            let args = group(Delimiter::Parenthesis, token.into_token_stream(), hi);
+            quote_spanned!(lo=> ::std::string::String::from #args)
+        }
+        _ => token.into_token_stream(),
     }
 }
 
@@ -533,23 +851,26 @@ fn binary_op(op: BinaryOp) -> TokenStream {
     }
 }
 
-fn ty(t: &ast::Type) -> TokenStream {
+fn ty(g: &Gen<'_>, t: &ast::Type) -> TokenStream {
     match t {
-        ast::Type::Path(path) => type_path(path),
-        ast::Type::Tuple(items, _) => {
-            let items = items.iter().map(ty);
-            quote!((#(#items,)*))
+        ast::Type::Path(path) => type_path(g, path),
+        ast::Type::Tuple(items, span) => {
+            let items = items.iter().map(|i| ty(g, i));
+            group(Delimiter::Parenthesis, quote!(#(#items,)*), g.lo(*span)).into_token_stream()
         }
     }
 }
 
-fn type_path(path: &ast::TypePath) -> TokenStream {
-    let segments = path.segments.iter().map(|s| ident(&s.node));
+fn type_path(g: &Gen<'_>, path: &ast::TypePath) -> TokenStream {
+    let segments = path_tokens(g, &path.segments);
     if path.args.is_empty() {
-        quote!(#(#segments)::*)
+        segments
     } else {
-        let args = path.args.iter().map(ty);
-        quote!(#(#segments)::* < #(#args),* >)
+        let args = path.args.iter().map(|a| ty(g, a));
+        let lt = g.lo(path.name().span);
+        let gt = g.hi(path.span);
+        let (lt, gt) = (quote_spanned!(lt=> <), quote_spanned!(gt=> >));
+        quote!(#segments #lt #(#args),* #gt)
     }
 }
 
@@ -557,8 +878,8 @@ fn doc_attrs(docs: &[String]) -> TokenStream {
     docs.iter().map(|line| quote!(#[doc = #line])).collect()
 }
 
-fn description(p: &ProcessModel) -> TokenStream {
-    let private = quote!(::switchyard::__private);
+fn description(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
+    let private = private();
     let name = &p.name.node;
     let docs = p.docs.join("\n");
     let states = p.states.iter().map(|s| {
@@ -572,7 +893,7 @@ fn description(p: &ProcessModel) -> TokenStream {
         quote!(#private::StateDescription { name: #name, kind: #private::StateKind::#kind, docs: #docs })
     });
     let inputs = p.events().map(|(_, i)| {
-        let ty = ident(&i.name.node);
+        let ty = g.ident(&i.name);
         quote!(<#ty as #private::Event>::NAME)
     });
     let timers = p.timers.iter().map(|t| t.name.node.as_str());
@@ -607,5 +928,342 @@ fn description(p: &ProcessModel) -> TokenStream {
             transitions: &[#(#transitions),*],
         };
         &DESCRIPTION
+    }
+}
+
+/// The types a file would have declared, for when the checker refused it:
+/// per process the marker type, its states, data, timers, inputs and
+/// outputs as far as the text says, and a `Process` impl whose bodies never
+/// run (a crate with the checker's errors never builds). User code that names
+/// `P` or `PState` then resolves, and the user sees the checker's findings
+/// without a cascade of "cannot find type" errors. A text that does not parse
+/// still yields the process and state names a scan of its words finds.
+pub fn skeleton(text: &str) -> TokenStream {
+    let (file, diagnostics) = crate::parse(text);
+    let shapes = if diagnostics.iter().any(crate::Diagnostic::is_error) {
+        scan(text)
+    } else {
+        file.processes.iter().map(shape).collect()
+    };
+    let mut seen: Vec<&str> = Vec::new();
+    let mut out = TokenStream::new();
+    for shape in &shapes {
+        if is_usable_name(&shape.name) && !seen.contains(&shape.name.as_str()) {
+            seen.push(&shape.name);
+            out.extend(skeleton_items(shape));
+        }
+    }
+    out
+}
+
+/// What is known of a process that did not pass the checker.
+#[derive(Default)]
+struct Shape {
+    name: String,
+    key: Option<TokenStream>,
+    states: Vec<String>,
+    initial: Option<usize>,
+    data: Vec<(String, TokenStream)>,
+    timers: Vec<String>,
+    events: Vec<String>,
+    outputs: Vec<(String, TokenStream)>,
+}
+
+impl Shape {
+    fn add_state(&mut self, name: &str, initial: bool) {
+        if !is_usable_name(name) || self.states.iter().any(|s| s == name) {
+            return;
+        }
+        if initial && self.initial.is_none() {
+            self.initial = Some(self.states.len());
+        }
+        self.states.push(name.to_owned());
+    }
+
+    fn add_timer(&mut self, name: &str) {
+        if is_usable_name(name) && !self.timers.iter().any(|t| t == name) {
+            self.timers.push(name.to_owned());
+        }
+    }
+}
+
+/// Whether a name can be a Rust item or variant name at all (the language
+/// accepts `_` and `self` where Rust does not).
+fn is_usable_name(name: &str) -> bool {
+    !matches!(name, "_" | "self" | "Self" | "super" | "crate")
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// The shape of a process that parsed.
+fn shape(process: &ast::Process) -> Shape {
+    let g = Gen { span_of: &|_| Span::call_site() };
+    let mut shape = Shape { name: process.name.node.clone(), ..Shape::default() };
+    let mut inputs: Vec<&str> = Vec::new();
+    let mut bodies: Vec<&[ast::StateItem]> = Vec::new();
+    for item in &process.items {
+        match item {
+            ast::ProcessItem::CorrelateDefault { ty: key, .. } => {
+                shape.key.get_or_insert_with(|| ty(&g, key));
+            }
+            ast::ProcessItem::Data { fields, .. } => {
+                for field in fields {
+                    let name = &field.name.node;
+                    if is_usable_name(name) && !shape.data.iter().any(|(n, _)| n == name) {
+                        shape.data.push((name.clone(), ty(&g, &field.ty)));
+                    }
+                }
+            }
+            ast::ProcessItem::Timer { name, .. } => shape.add_timer(&name.node),
+            ast::ProcessItem::AnyState { body, .. } => bodies.push(body),
+            ast::ProcessItem::State(state) => {
+                shape.add_state(&state.name.node, state.kind == StateKind::Initial);
+                bodies.extend(state.body.as_deref());
+            }
+            ast::ProcessItem::CorrelateEvent { .. } => {}
+        }
+    }
+    for item in bodies.into_iter().flatten() {
+        match item {
+            ast::StateItem::Handler(handler) => {
+                inputs.push(&handler.input.node);
+                for statement in &handler.body {
+                    if let ast::Statement::Send { command: path, .. }
+                    | ast::Statement::Publish { event: path, .. } = statement
+                    {
+                        let name = &path.name().node;
+                        if is_usable_name(name) && !shape.outputs.iter().any(|(n, _)| n == name) {
+                            shape.outputs.push((name.clone(), type_path(&g, path)));
+                        }
+                    }
+                }
+            }
+            ast::StateItem::Ignore { inputs: names, .. } => {
+                inputs.extend(names.iter().map(|n| n.node.as_str()));
+            }
+        }
+    }
+    for input in inputs {
+        if is_usable_name(input)
+            && !shape.timers.iter().any(|t| t == input)
+            && !shape.events.iter().any(|e| e == input)
+        {
+            shape.events.push(input.to_owned());
+        }
+    }
+    shape
+}
+
+/// The process and state names in a text that does not parse, read word by
+/// word: `process NAME`, `initial state NAME`, `state NAME`, `timer NAME` and
+/// a key type that is a plain path.
+fn scan(text: &str) -> Vec<Shape> {
+    let words = words(text);
+    let mut shapes: Vec<Shape> = Vec::new();
+    let word = |i: usize| words.get(i).map_or("", |w| w.as_str());
+    for i in 0..words.len() {
+        let next = word(i + 1);
+        match word(i) {
+            "process" if is_usable_name(next) => {
+                shapes.push(Shape { name: next.to_owned(), ..Shape::default() });
+            }
+            "state" => {
+                if let Some(shape) = shapes.last_mut() {
+                    shape.add_state(next, i > 0 && word(i - 1) == "initial");
+                }
+            }
+            "timer" => {
+                if let Some(shape) = shapes.last_mut() {
+                    shape.add_timer(next);
+                }
+            }
+            "correlate" if next == "by" && word(i + 3) == ":" => {
+                let mut path = vec![word(i + 4)];
+                let mut j = i + 5;
+                while word(j) == ":" && word(j + 1) == ":" {
+                    path.push(word(j + 2));
+                    j += 3;
+                }
+                let plain = path.iter().all(|s| is_usable_name(s) && !is_rust_keyword(s));
+                if let Some(shape) = shapes.last_mut()
+                    && plain
+                    && !matches!(word(j), "<" | "(")
+                {
+                    let segments = path.iter().map(|s| Ident::new(s, Span::call_site()));
+                    shape.key.get_or_insert_with(|| quote!(#(#segments)::*));
+                }
+            }
+            _ => {}
+        }
+    }
+    shapes
+}
+
+/// The words and punctuation of a text, comments and strings left out.
+fn words(text: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        if c.is_whitespace() {
+            continue;
+        }
+        if c == '/' && text[i..].starts_with("//") {
+            while chars.next_if(|(_, c)| *c != '\n').is_some() {}
+        } else if c == '/' && text[i..].starts_with("/*") {
+            let end = text[i + 2..].find("*/").map_or(text.len(), |e| i + 2 + e + 2);
+            while chars.next_if(|(j, _)| *j < end).is_some() {}
+        } else if c == '"' {
+            let mut escaped = false;
+            for (_, c) in chars.by_ref() {
+                match c {
+                    '"' if !escaped => break,
+                    '\\' => escaped = !escaped,
+                    _ => escaped = false,
+                }
+            }
+        } else if c.is_ascii_alphanumeric() || c == '_' {
+            let mut word = String::from(c);
+            while let Some((_, c)) = chars.next_if(|(_, c)| c.is_ascii_alphanumeric() || *c == '_') {
+                word.push(c);
+            }
+            words.push(word);
+        } else {
+            words.push(c.to_string());
+        }
+    }
+    words
+}
+
+fn skeleton_items(shape: &Shape) -> TokenStream {
+    let private = private();
+    let names = Names::new(rust_ident(&shape.name, Span::call_site()));
+    let Names { process, state, data, input, output, timer } = &names;
+    let process_name = shape.name.as_str();
+    let idents = |names: &[String]| -> Vec<Ident> {
+        names.iter().map(|n| rust_ident(n, Span::call_site())).collect()
+    };
+    let states = idents(&shape.states);
+    let timers = idents(&shape.timers);
+    let events = idents(&shape.events);
+    let field_names: Vec<Ident> =
+        shape.data.iter().map(|(n, _)| rust_ident(n, Span::call_site())).collect();
+    let field_types = shape.data.iter().map(|(_, t)| t);
+    let output_variants: Vec<Ident> =
+        shape.outputs.iter().map(|(n, _)| rust_ident(n, Span::call_site())).collect();
+    let output_types = shape.outputs.iter().map(|(_, t)| t);
+    let key = shape.key.clone().unwrap_or_else(|| quote!(()));
+
+    // A `Process` impl needs an initial state; without any state there is
+    // none to name, and user code naming `P` as a process is the one thing
+    // that still fails.
+    let process_impl = states.get(shape.initial.unwrap_or(0)).map(|initial| {
+        quote! {
+            const _: () = {
+                impl #private::Outgoing for #output {
+                    fn name(&self) -> &'static str {
+                        loop {}
+                    }
+
+                    fn kind(&self) -> #private::MessageKind {
+                        loop {}
+                    }
+
+                    fn into_body(self) -> #private::Body {
+                        loop {}
+                    }
+                }
+
+                impl #private::Process for #process {
+                    const NAME: &'static str = #process_name;
+                    const INITIAL: #state = #state::#initial;
+
+                    type State = #state;
+                    type Data = #data;
+                    type Key = #key;
+                    type Input = #input;
+                    type Output = #output;
+                    type Timer = #timer;
+
+                    fn is_final(state: #state) -> bool {
+                        loop {}
+                    }
+
+                    fn decide(
+                        state: #state,
+                        data: &#data,
+                        input: &#input,
+                        ctx: &#private::Context<'_, #key>,
+                    ) -> #private::Decision<Self> {
+                        loop {}
+                    }
+
+                    fn timer_input(timer: #timer) -> #input {
+                        loop {}
+                    }
+
+                    fn routes() -> &'static [#private::Route<Self>] {
+                        loop {}
+                    }
+
+                    fn description() -> &'static #private::Description {
+                        loop {}
+                    }
+                }
+            };
+        }
+    });
+
+    quote! {
+        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+        pub struct #process;
+
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::switchyard::__private::serde")]
+        pub enum #state {
+            #(#states,)*
+        }
+
+        impl #state {
+            pub const ALL: &'static [#state] = &[#(#state::#states),*];
+        }
+
+        #[derive(Clone, Debug, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::switchyard::__private::serde")]
+        pub struct #data {
+            #(pub #field_names: #field_types,)*
+        }
+
+        impl ::core::default::Default for #data {
+            fn default() -> Self {
+                loop {}
+            }
+        }
+
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, #private::serde::Serialize, #private::serde::Deserialize)]
+        #[serde(crate = "::switchyard::__private::serde")]
+        pub enum #timer {
+            #(#timers,)*
+        }
+
+        #[derive(Clone, Debug)]
+        pub enum #input {
+            #(#events(#events),)*
+            #(#timers,)*
+        }
+
+        #(
+            impl ::core::convert::From<#events> for #input {
+                fn from(event: #events) -> Self {
+                    #input::#events(event)
+                }
+            }
+        )*
+
+        #[derive(Clone, Debug)]
+        pub enum #output {
+            #(#output_variants(#output_types),)*
+        }
+
+        #process_impl
     }
 }

@@ -22,7 +22,7 @@ pub mod render;
 pub mod span;
 
 pub use check::check;
-pub use codegen::codegen;
+pub use codegen::{codegen, codegen_with_spans, skeleton};
 pub use diagnostic::{Diagnostic, Label, Severity, Source};
 pub use fmt::format;
 pub use model::*;

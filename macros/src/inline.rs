@@ -13,9 +13,20 @@ pub fn expand(input: TokenStream) -> TokenStream {
     let errors: TokenStream = diagnostics
         .iter()
         .filter(|d| d.is_error())
-        .map(|d| crate::error(text.span_at(d.span.start as usize), &crate::short_message(d)))
+        .map(|d| {
+            let (start, end) = (d.span.start as usize, d.span.end as usize);
+            let message = crate::short_message(d, &text.text);
+            crate::error_between(text.span_at(start), text.last_span(start, end), &message)
+        })
         .collect();
-    let code = model.as_ref().map(switchyard_dsl::codegen).unwrap_or_default();
+    let code = match &model {
+        Some(model) => {
+            switchyard_dsl::codegen_with_spans(model, &|span| {
+                text.last_span(span.start as usize, span.end as usize)
+            })
+        }
+        None => switchyard_dsl::skeleton(&text.text),
+    };
     quote!(#errors #code)
 }
 
@@ -96,6 +107,17 @@ impl Text {
         let start = self.text.len();
         self.text.push_str(token);
         self.spans.push((start, self.text.len(), span));
+    }
+
+    /// The span of the last token that starts in `start..end`: the end of a
+    /// construct whose span runs on over the whitespace after it. A range
+    /// that holds no token start gives the token at or after `start`.
+    fn last_span(&self, start: usize, end: usize) -> Span {
+        self.spans
+            .iter()
+            .rev()
+            .find(|(token_start, _, _)| *token_start < end && *token_start >= start)
+            .map_or_else(|| self.span_at(start), |(_, _, span)| *span)
     }
 
     /// The span of the token at or after `offset`.

@@ -24,11 +24,23 @@ mod inline;
 #[proc_macro]
 pub fn process(input: TokenStream) -> TokenStream {
     let input = TokenStream2::from(input);
-    match syn::parse2::<syn::LitStr>(input.clone()) {
-        Ok(path) => from_file(&path),
-        Err(_) => inline::expand(input),
-    }
-    .into()
+    // The compiler never panics on user input, by its own tests; should a
+    // bug make it panic all the same, the user gets an error in words, not
+    // "proc macro panicked".
+    let expanded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        match syn::parse2::<syn::LitStr>(input.clone()) {
+            Ok(path) => from_file(&path),
+            Err(_) => inline::expand(input.clone()),
+        }
+    }));
+    expanded
+        .unwrap_or_else(|_| {
+            error(
+                Span::call_site(),
+                "internal error: the Switchyard compiler failed on this definition\n  = note: this is a bug in Switchyard, not in the definition\n  = help: please report it with the definition attached",
+            )
+        })
+        .into()
 }
 
 fn from_file(literal: &syn::LitStr) -> TokenStream2 {
@@ -53,11 +65,15 @@ fn from_file(literal: &syn::LitStr) -> TokenStream2 {
     let text = match std::fs::read_to_string(&path) {
         Ok(text) => text,
         Err(err) => {
+            // No absolute path in the message: it would differ from machine to machine.
+            let problem = match err.kind() {
+                std::io::ErrorKind::NotFound => format!("no file `{relative}`"),
+                _ => format!("cannot read `{relative}`: {err}"),
+            };
             return error(
                 literal.span(),
                 &format!(
-                    "cannot read `{relative}`: {err}\n  = note: looked for `{}`\n  = help: the path is relative to the directory of the crate's `Cargo.toml`",
-                    path.display()
+                    "{problem}\n  = note: looked beside the crate's `Cargo.toml` and beside this source file\n  = help: write the path relative to the directory of the crate's `Cargo.toml`"
                 ),
             );
         }
@@ -78,7 +94,12 @@ fn from_file(literal: &syn::LitStr) -> TokenStream2 {
             error(literal.span(), &message)
         })
         .collect();
-    let code = model.as_ref().map(switchyard_dsl::codegen).unwrap_or_default();
+    // The file has no place in the Rust source: the compiler's own errors
+    // in generated code point at the path.
+    let code = match &model {
+        Some(model) => switchyard_dsl::codegen_with_spans(model, &|_| literal.span()),
+        None => switchyard_dsl::skeleton(&text),
+    };
     quote!(#track #errors #code)
 }
 
@@ -87,12 +108,28 @@ fn error(span: Span, message: &str) -> TokenStream2 {
     syn::Error::new(span, message).to_compile_error()
 }
 
-/// The message of a diagnostic without its snippet, for spans that already
-/// point at the offending tokens.
-fn short_message(diagnostic: &Diagnostic) -> String {
-    let mut message = diagnostic.message.clone();
+/// A `compile_error!` that underlines everything from `first` to `last`.
+fn error_between(first: Span, last: Span, message: &str) -> TokenStream2 {
+    let (first, last) = (proc_macro2::Ident::new("first", first), proc_macro2::Ident::new("last", last));
+    syn::Error::new_spanned(quote!(#first #last), message).to_compile_error()
+}
+
+/// The message of a diagnostic with its code, the note under its span, its
+/// labels (each with the text it is about) and its help, for spans that
+/// already point at the offending tokens.
+fn short_message(diagnostic: &Diagnostic, text: &str) -> String {
+    let mut message = format!("{} [{}]", diagnostic.message, diagnostic.code);
     if let Some(label) = &diagnostic.span_label {
         message.push_str(&format!("\n  = note: {label}"));
+    }
+    for label in &diagnostic.labels {
+        let quoted = text.get(label.span.range()).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "));
+        match quoted {
+            Some(quoted) if !quoted.is_empty() => {
+                message.push_str(&format!("\n  = note: `{quoted}`: {}", label.message))
+            }
+            _ => message.push_str(&format!("\n  = note: {}", label.message)),
+        }
     }
     if let Some(help) = &diagnostic.help {
         message.push_str(&format!("\n  = help: {help}"));
