@@ -203,7 +203,10 @@ fn an_order_sets_data_then_sends_what_it_just_set_and_schedules_both_timers() {
     assert_eq!(
         decision.timers,
         [
-            TimerOp::Schedule { timer: RegistrationTimer::Expiry, at: Timestamp(1_000 + 15 * MINUTE) },
+            TimerOp::Schedule {
+                timer: RegistrationTimer::Expiry,
+                at: Timestamp(1_000 + 15 * MINUTE)
+            },
             TimerOp::Schedule { timer: RegistrationTimer::Reminder, at: Timestamp(5 * MINUTE) },
         ]
     );
@@ -287,13 +290,8 @@ fn payment_reads_now_and_calls_rust_functions() {
 #[test]
 fn a_final_state_takes_nothing() {
     for input in [RegistrationInput::from(placed()), RegistrationInput::Expiry] {
-        let decision = decide::<Registration>(
-            RegistrationState::Completed,
-            &order_data(0),
-            input,
-            &7,
-            0,
-        );
+        let decision =
+            decide::<Registration>(RegistrationState::Completed, &order_data(0), input, &7, 0);
         assert_eq!(decision.outcome, Outcome::Ignored);
         assert_eq!(decision.state, RegistrationState::Completed);
     }
@@ -316,7 +314,10 @@ fn a_second_process_in_the_same_file_retries_until_its_guard_holds() {
     let mut data = PingerData::default();
     let retry = decide::<Pinger>(PingerState::Waiting, &data, PingerInput::Retry, &key, 10);
     assert_eq!(retry.state, PingerState::Waiting);
-    assert_eq!(retry.timers, [TimerOp::Schedule { timer: PingerTimer::Retry, at: Timestamp(30_010) }]);
+    assert_eq!(
+        retry.timers,
+        [TimerOp::Schedule { timer: PingerTimer::Retry, at: Timestamp(30_010) }]
+    );
     data.pings = 3;
     let gave_up = decide::<Pinger>(PingerState::Waiting, &data, PingerInput::Retry, &key, 10);
     assert_eq!((gave_up.state, gave_up.outputs.len()), (PingerState::Done, 0));
@@ -410,6 +411,7 @@ fn states_are_listed_and_travel_as_json() {
     assert_eq!(Registration::INITIAL, RegistrationState::NotStarted);
     let json = serde_json::to_string(&RegistrationState::AwaitingPayment).unwrap();
     assert_eq!(json, "\"AwaitingPayment\"");
-    let data: RegistrationData = serde_json::from_str(&serde_json::to_string(&order_data(2)).unwrap()).unwrap();
+    let data: RegistrationData =
+        serde_json::from_str(&serde_json::to_string(&order_data(2)).unwrap()).unwrap();
     assert_eq!(data.attempts, 2);
 }

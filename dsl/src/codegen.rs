@@ -179,7 +179,7 @@ fn process(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
     let key_field_markers = key_field_markers(p);
 
     let output_types: Vec<TokenStream> = p.outputs.iter().map(|o| type_path(g, &o.path)).collect();
-    let output_variants: Vec<Ident> = p.outputs.iter().map(|o| output_variant(o)).collect();
+    let output_variants: Vec<Ident> = p.outputs.iter().map(output_variant).collect();
     let output_traits: Vec<TokenStream> = p
         .outputs
         .iter()
@@ -377,7 +377,6 @@ fn handles(
     event: &Ident,
     field: &ast::Ident,
 ) -> TokenStream {
-    let private = private();
     let process = &names.process;
     let marker = key_field_marker(p, &field.node);
     // The impl and the read carry the spans of the event and the field, so
@@ -386,7 +385,9 @@ fn handles(
     let event_span = event.span();
     let field_span = g.lo(field.span);
     let field = g.ident(field);
-    let read = quote_spanned!(field_span=> #private::CorrelationField::<#key, #event, #marker>::key(&event.#field));
+    let at_field = respan(private(), field_span);
+    let read = quote_spanned!(field_span=> #at_field::CorrelationField::<#key, #event, #marker>::key(&event.#field));
+    let private = respan(private(), event_span);
     quote_spanned! {event_span=>
         impl #private::Handles<#event> for #process {
             fn correlate(event: &#event) -> &#key {
@@ -420,7 +421,8 @@ fn key_field_markers(p: &ProcessModel) -> TokenStream {
     let (shadowing, plain): (Vec<&str>, Vec<&str>) =
         fields.into_iter().partition(|f| marker_would_shadow(p, f));
     let plain = plain.iter().map(|f| rust_ident(f, Span::call_site()));
-    let shadowing: Vec<Ident> = shadowing.iter().map(|f| rust_ident(f, Span::call_site())).collect();
+    let shadowing: Vec<Ident> =
+        shadowing.iter().map(|f| rust_ident(f, Span::call_site())).collect();
     let module = if shadowing.is_empty() {
         TokenStream::new()
     } else {
@@ -717,7 +719,13 @@ enum Side {
 /// read it differently without them: a looser operator, a right operand of
 /// the same precedence, or a comparison inside a comparison (Rust does not
 /// chain them).
-fn binary_operand(g: &Gen<'_>, parent: BinaryOp, e: &ast::Expr, mode: Mode, side: Side) -> TokenStream {
+fn binary_operand(
+    g: &Gen<'_>,
+    parent: BinaryOp,
+    e: &ast::Expr,
+    mode: Mode,
+    side: Side,
+) -> TokenStream {
     let needs_parens = match &e.kind {
         ExprKind::Binary(child, _, _) => {
             let (parent_rank, child_rank) = (precedence(parent), precedence(*child));
@@ -743,7 +751,9 @@ fn binary_operand(g: &Gen<'_>, parent: BinaryOp, e: &ast::Expr, mode: Mode, side
 fn operand(g: &Gen<'_>, e: &ast::Expr, mode: Mode, unary: bool) -> TokenStream {
     let tokens = expr(g, e, mode);
     match &e.kind {
-        ExprKind::Binary(..) => group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream(),
+        ExprKind::Binary(..) => {
+            group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream()
+        }
         ExprKind::Unary(..) if !unary => {
             group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream()
         }
@@ -755,7 +765,9 @@ fn precedence(op: BinaryOp) -> u8 {
     match op {
         BinaryOp::Or => 1,
         BinaryOp::And => 2,
-        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => 3,
+        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
+            3
+        }
         BinaryOp::Add | BinaryOp::Sub => 4,
         BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 5,
     }
@@ -793,7 +805,9 @@ fn literal(lit: &Lit, mode: Mode, lo: Span, hi: Span) -> TokenStream {
             .parse::<f64>()
             .map_or_else(|_| Literal::f64_unsuffixed(0.0), Literal::f64_unsuffixed),
         Lit::Str(text) => Literal::string(&unescape(text)),
-        Lit::Bool(value) => return Ident::new(if *value { "true" } else { "false" }, lo).into_token_stream(),
+        Lit::Bool(value) => {
+            return Ident::new(if *value { "true" } else { "false" }, lo).into_token_stream();
+        }
         Lit::Duration(value, unit) => {
             let mut millis = Literal::u64_suffixed(value.saturating_mul(unit.millis()));
             millis.set_span(hi);
@@ -1123,7 +1137,8 @@ fn words(text: &str) -> Vec<String> {
             }
         } else if c.is_ascii_alphanumeric() || c == '_' {
             let mut word = String::from(c);
-            while let Some((_, c)) = chars.next_if(|(_, c)| c.is_ascii_alphanumeric() || *c == '_') {
+            while let Some((_, c)) = chars.next_if(|(_, c)| c.is_ascii_alphanumeric() || *c == '_')
+            {
                 word.push(c);
             }
             words.push(word);

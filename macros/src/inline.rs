@@ -20,11 +20,9 @@ pub fn expand(input: TokenStream) -> TokenStream {
         })
         .collect();
     let code = match &model {
-        Some(model) => {
-            switchyard_dsl::codegen_with_spans(model, &|span| {
-                text.last_span(span.start as usize, span.end as usize)
-            })
-        }
+        Some(model) => switchyard_dsl::codegen_with_spans(model, &|span| {
+            text.last_span(span.start as usize, span.end as usize)
+        }),
         None => switchyard_dsl::skeleton(&text.text),
     };
     quote!(#errors #code)

@@ -110,7 +110,8 @@ fn error(span: Span, message: &str) -> TokenStream2 {
 
 /// A `compile_error!` that underlines everything from `first` to `last`.
 fn error_between(first: Span, last: Span, message: &str) -> TokenStream2 {
-    let (first, last) = (proc_macro2::Ident::new("first", first), proc_macro2::Ident::new("last", last));
+    let (first, last) =
+        (proc_macro2::Ident::new("first", first), proc_macro2::Ident::new("last", last));
     syn::Error::new_spanned(quote!(#first #last), message).to_compile_error()
 }
 
@@ -123,7 +124,9 @@ fn short_message(diagnostic: &Diagnostic, text: &str) -> String {
         message.push_str(&format!("\n  = note: {label}"));
     }
     for label in &diagnostic.labels {
-        let quoted = text.get(label.span.range()).map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "));
+        let quoted = text
+            .get(label.span.range())
+            .map(|s| s.split_whitespace().collect::<Vec<_>>().join(" "));
         match quoted {
             Some(quoted) if !quoted.is_empty() => {
                 message.push_str(&format!("\n  = note: `{quoted}`: {}", label.message))
