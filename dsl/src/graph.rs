@@ -61,8 +61,9 @@ pub fn dot(process: &ProcessModel) -> String {
         }
     }
 
-    let initial = &process.states[process.initial];
-    let _ = writeln!(out, "    \"initial state\" -> {};", dot_string(&initial.name.node));
+    if let Some(initial) = process.states.get(process.initial) {
+        let _ = writeln!(out, "    \"initial state\" -> {};", dot_string(&initial.name.node));
+    }
     for edge in edges(process) {
         let mut attributes = vec![format!("label={}", dot_string(&edge.label))];
         if edge.timer {
@@ -103,7 +104,9 @@ pub fn mermaid(process: &ProcessModel) -> String {
             let _ = writeln!(out, "    state \"{}\" as {id}", state.name.node);
         }
     }
-    let _ = writeln!(out, "    [*] --> {}", ids[process.initial]);
+    if let Some(initial) = ids.get(process.initial) {
+        let _ = writeln!(out, "    [*] --> {initial}");
+    }
     for edge in edges(process) {
         for doc in edge.docs {
             let _ = writeln!(out, "    %% {}", mermaid_comment(doc));
@@ -137,8 +140,9 @@ struct Edge<'m> {
     timer: bool,
 }
 
-/// Every handler of every state, in the order of states, then inputs, then
-/// handlers: the order a reader of the file meets them.
+/// Every drawn handler of every state: by state in declaration order, then by
+/// input in the order of [`ProcessModel::inputs`], then in the order the
+/// handlers are tried.
 fn edges(process: &ProcessModel) -> Vec<Edge<'_>> {
     let mut edges = Vec::new();
     for (from_index, from) in process.states.iter().enumerate() {
