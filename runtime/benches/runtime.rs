@@ -1,2 +1,396 @@
-//! Runtime benchmarks (being written).
-fn main() {}
+//! Runtime benchmarks, each run side by side with its baseline in the same
+//! process, and reported as a ratio:
+//!
+//! - in memory: events per second through the whole engine over 100,000
+//!   live instances, against the same events through one bare tokio channel;
+//! - SQLite, durable (WAL, `synchronous=FULL`): events per second through
+//!   the engine, against one transaction per event, and against a bare
+//!   rusqlite loop writing the same rows in batches of the same size.
+//!
+//! Run with `cargo bench -p switchyard-runtime`. Results are printed and
+//! appended to `target/bench-results.jsonl`. `SWITCHYARD_BENCH_SCALE=0.1`
+//! runs everything ten times smaller, for a quick look.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use switchyard_runtime::store::{Durability, SqliteOptions};
+use switchyard_runtime::{
+    Body, Context, Decision, Description, Engine, Event, Handles, MessageKind, Outgoing, Process,
+    Route, SqliteStore, StateDescription, StateKind,
+};
+
+/// Counts the events of each key: the smallest process that changes its
+/// instance on every event.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+struct Tally;
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Counted {
+    key: u64,
+}
+
+impl Event for Counted {
+    const NAME: &'static str = "Counted";
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+enum TallyState {
+    Idle,
+    Counting,
+}
+
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct TallyData {
+    count: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+enum NoTimer {}
+
+#[derive(Clone, Debug)]
+enum NoOutput {}
+
+impl Outgoing for NoOutput {
+    fn name(&self) -> &'static str {
+        match *self {}
+    }
+    fn kind(&self) -> MessageKind {
+        match *self {}
+    }
+    fn into_body(self) -> Body {
+        match self {}
+    }
+}
+
+impl Handles<Counted> for Tally {
+    fn correlate(event: &Counted) -> &u64 {
+        &event.key
+    }
+}
+
+impl Process for Tally {
+    const NAME: &'static str = "Tally";
+    const INITIAL: TallyState = TallyState::Idle;
+    type State = TallyState;
+    type Data = TallyData;
+    type Key = u64;
+    type Input = Counted;
+    type Output = NoOutput;
+    type Timer = NoTimer;
+
+    fn is_final(_: TallyState) -> bool {
+        false
+    }
+
+    fn decide(
+        _: TallyState,
+        data: &TallyData,
+        _: &Counted,
+        _: &Context<'_, u64>,
+    ) -> Decision<Self> {
+        Decision::handled(
+            TallyState::Counting,
+            Some(TallyData { count: data.count + 1 }),
+            Vec::new(),
+            Vec::new(),
+        )
+    }
+
+    fn timer_input(timer: NoTimer) -> Counted {
+        match timer {}
+    }
+
+    fn routes() -> &'static [Route<Self>] {
+        const ROUTES: &[Route<Tally>] = &[Route {
+            event: "Counted",
+            decode: switchyard_runtime::__private::route::<Tally, Counted>,
+        }];
+        ROUTES
+    }
+
+    fn description() -> &'static Description {
+        const DESCRIPTION: Description = Description {
+            name: "Tally",
+            docs: "",
+            states: &[
+                StateDescription { name: "Idle", kind: StateKind::Initial, docs: "" },
+                StateDescription { name: "Counting", kind: StateKind::Normal, docs: "" },
+            ],
+            inputs: &["Counted"],
+            timers: &[],
+            transitions: &[],
+        };
+        &DESCRIPTION
+    }
+}
+
+/// One line of the results.
+struct Result {
+    name: &'static str,
+    unit: &'static str,
+    value: f64,
+    baseline: &'static str,
+    baseline_value: f64,
+    goal: &'static str,
+}
+
+fn scale() -> f64 {
+    std::env::var("SWITCHYARD_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
+}
+
+fn scaled(n: usize) -> usize {
+    ((n as f64 * scale()) as usize).max(1)
+}
+
+/// The best of `runs` timings of `run`, which returns how many events it
+/// handled and how long that took.
+fn best(runs: usize, mut run: impl FnMut() -> (usize, Duration)) -> f64 {
+    (0..runs)
+        .map(|_| {
+            let (events, took) = run();
+            events as f64 / took.as_secs_f64()
+        })
+        .fold(0.0, f64::max)
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap()
+}
+
+/// The engine in memory: events over `instances` live instances.
+fn in_memory_engine(instances: usize, events: usize) -> (usize, Duration) {
+    runtime().block_on(async {
+        let engine = Engine::builder().process::<Tally>().build();
+        for key in 0..instances as u64 {
+            engine.publish(Counted { key });
+        }
+        engine.idle().await;
+        let start = Instant::now();
+        for n in 0..events {
+            engine.publish(Counted { key: (n % instances) as u64 });
+        }
+        engine.idle().await;
+        let took = start.elapsed();
+        assert_eq!(engine.stats().handled, (instances + events) as u64);
+        (events, took)
+    })
+}
+
+/// The same events through one bare tokio channel to one task.
+fn bare_channel(events: usize) -> (usize, Duration) {
+    runtime().block_on(async {
+        let (sender, mut receiver) = tokio::sync::mpsc::unbounded_channel();
+        let consumer = tokio::spawn(async move {
+            let mut sum = 0u64;
+            while let Some(Counted { key }) = receiver.recv().await {
+                sum = sum.wrapping_add(key);
+            }
+            sum
+        });
+        let start = Instant::now();
+        for n in 0..events {
+            sender.send(Counted { key: n as u64 }).unwrap();
+        }
+        drop(sender);
+        std::hint::black_box(consumer.await.unwrap());
+        (events, start.elapsed())
+    })
+}
+
+fn bench_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("bench");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn fresh_db(name: &str) -> PathBuf {
+    let path = bench_dir().join(format!("{name}.db"));
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+    }
+    path
+}
+
+/// The engine on SQLite, durable: events over `instances` existing
+/// instances. Returns the rate and the mean number of events per transaction.
+fn sqlite_engine(instances: usize, events: usize) -> (usize, Duration, f64) {
+    runtime().block_on(async {
+        let path = fresh_db("engine");
+        let options = SqliteOptions { durability: Durability::Full, ..SqliteOptions::default() };
+        let store = SqliteStore::open_with(&path, options).unwrap();
+        let engine = Engine::builder().store(store.clone()).process::<Tally>().build();
+        for key in 0..instances as u64 {
+            engine.publish(Counted { key });
+        }
+        engine.idle().await;
+        let before = store.transactions();
+        let start = Instant::now();
+        for n in 0..events {
+            engine.publish(Counted { key: (n % instances) as u64 });
+        }
+        engine.idle().await;
+        let took = start.elapsed();
+        let transactions = store.transactions() - before;
+        assert_eq!(engine.stats().handled, (instances + events) as u64);
+        (events, took, events as f64 / transactions.max(1) as f64)
+    })
+}
+
+/// A bare rusqlite loop writing the rows the engine writes for one event
+/// (the instance's new state and version, an inbox row), `batch` events per
+/// transaction, durable as the engine is.
+fn bare_sqlite(instances: usize, events: usize, batch: usize) -> (usize, Duration) {
+    let path = fresh_db("bare");
+    // The store creates the schema; the loop then writes it directly.
+    drop(SqliteStore::open(&path).unwrap());
+    let mut connection = rusqlite::Connection::open(&path).unwrap();
+    connection.pragma_update(None, "synchronous", "FULL").unwrap();
+    let state = serde_json::to_string(&TallyState::Counting).unwrap();
+    {
+        let transaction = connection.transaction().unwrap();
+        for key in 0..instances {
+            transaction
+                .execute(
+                    "INSERT INTO instances (process, key, version, state, data, completed_at, updated_at)
+                     VALUES ('Tally', ?1, 1, ?2, '{\"count\":1}', NULL, 0)",
+                    rusqlite::params![key.to_string(), state],
+                )
+                .unwrap();
+        }
+        transaction.commit().unwrap();
+    }
+    let mut versions = vec![1i64; instances];
+    let mut counts = vec![1u64; instances];
+    let start = Instant::now();
+    let mut n = 0;
+    while n < events {
+        let transaction = connection.transaction().unwrap();
+        {
+            let mut inbox = transaction
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO inbox (process, message_id, handled_at) VALUES ('Tally', ?1, ?2)",
+                )
+                .unwrap();
+            let mut update = transaction
+                .prepare_cached(
+                    "UPDATE instances SET version = ?3, state = ?4, data = ?5, completed_at = NULL,
+                     updated_at = ?6 WHERE process = 'Tally' AND key = ?1 AND version = ?2",
+                )
+                .unwrap();
+            for _ in 0..batch.min(events - n) {
+                let key = n % instances;
+                counts[key] += 1;
+                let data = serde_json::to_string(&TallyData { count: counts[key] }).unwrap();
+                let id = uuid::Uuid::new_v4();
+                assert_eq!(
+                    inbox.execute(rusqlite::params![&id.as_bytes()[..], n as i64]).unwrap(),
+                    1
+                );
+                let changed = update
+                    .execute(rusqlite::params![
+                        key.to_string(),
+                        versions[key],
+                        versions[key] + 1,
+                        state,
+                        data,
+                        n as i64
+                    ])
+                    .unwrap();
+                assert_eq!(changed, 1);
+                versions[key] += 1;
+                n += 1;
+            }
+        }
+        transaction.commit().unwrap();
+    }
+    (events, start.elapsed())
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; a filter argument, if any, picks benchmarks by name.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
+    let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let mut results = Vec::new();
+
+    if wanted("in-memory") {
+        let (instances, events) = (scaled(100_000), scaled(1_000_000));
+        let engine = best(3, || in_memory_engine(instances, events));
+        let bare = best(3, || bare_channel(events));
+        results.push(Result {
+            name: "runtime/in-memory events over 100k live instances",
+            unit: "events/s",
+            value: engine,
+            baseline: "bare tokio channel hop",
+            baseline_value: bare,
+            goal: ">= 1,000,000 events/s, ratio >= 0.25",
+        });
+    }
+
+    if wanted("sqlite") {
+        let (instances, events) = (scaled(10_000), scaled(200_000));
+        let mut per_transaction = 0.0;
+        let engine = best(3, || {
+            let (events, took, batch) = sqlite_engine(instances, events);
+            per_transaction = f64::max(per_transaction, batch);
+            (events, took)
+        });
+        let single = best(1, || bare_sqlite(instances, scaled(2_000), 1));
+        results.push(Result {
+            name: "runtime/sqlite durable events (group commit)",
+            unit: "events/s",
+            value: engine,
+            baseline: "one transaction per event",
+            baseline_value: single,
+            goal: "ratio >= 10",
+        });
+        let batch = per_transaction.round().max(1.0) as usize;
+        let bare = best(3, || bare_sqlite(instances, events, batch));
+        results.push(Result {
+            name: "runtime/sqlite durable events (group commit)",
+            unit: "events/s",
+            value: engine,
+            baseline: "bare rusqlite loop, same rows, same batches",
+            baseline_value: bare,
+            goal: "ratio >= 0.8",
+        });
+        println!("sqlite: {per_transaction:.0} events per transaction in the engine's best run");
+    }
+
+    println!(
+        "{:<52} {:>14}   {:<44} {:>14} {:>7}   goal",
+        "benchmark", "value", "baseline", "baseline", "ratio"
+    );
+    let mut lines = String::new();
+    for r in &results {
+        let ratio = r.value / r.baseline_value;
+        println!(
+            "{:<52} {:>14.0}   {:<44} {:>14.0} {:>7.3}   {}",
+            r.name, r.value, r.baseline, r.baseline_value, ratio, r.goal
+        );
+        lines.push_str(
+            &serde_json::json!({
+                "name": r.name,
+                "unit": r.unit,
+                "value": r.value.round(),
+                "baseline": r.baseline,
+                "baseline_value": r.baseline_value.round(),
+                "ratio": (ratio * 1000.0).round() / 1000.0,
+            })
+            .to_string(),
+        );
+        lines.push('\n');
+    }
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/bench-results.jsonl");
+    let appended = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .and_then(|mut file| file.write_all(lines.as_bytes()));
+    match appended {
+        Ok(()) => println!("appended to {}", path.display()),
+        Err(error) => eprintln!("could not append to {}: {error}", path.display()),
+    }
+}

@@ -74,8 +74,18 @@ pub struct Rejection {
 /// The receipt of one delivered message. Settle it with [`Ack::done`] or
 /// [`Ack::reject`]; dropping it unsettled asks for the message again.
 pub struct Ack {
-    latch: Option<Arc<Latch>>,
+    target: Target,
     id: MessageId,
+}
+
+/// Where an ack's outcome goes.
+enum Target {
+    /// Nobody waits for it, or it has been settled.
+    Nobody,
+    /// The only delivery of its batch: settles the batch directly.
+    Alone(Settle),
+    /// One of several deliveries of its batch.
+    Shared(Arc<Latch>),
 }
 
 /// Why the bus could not take messages.
@@ -156,12 +166,17 @@ impl Settled {
 impl Ack {
     /// The receipt of one message whose outcome goes to `settle`.
     pub fn new(id: MessageId, settle: Settle) -> Ack {
-        Ack { latch: Some(Latch::new(1, settle)), id }
+        Ack { target: Target::Alone(settle), id }
     }
 
     /// A receipt nobody waits for.
     pub fn detached(id: MessageId) -> Ack {
-        Ack { latch: None, id }
+        Ack { target: Target::Nobody, id }
+    }
+
+    fn shared(latch: &Arc<Latch>, id: MessageId) -> Ack {
+        latch.add();
+        Ack { target: Target::Shared(latch.clone()), id }
     }
 
     /// The id of the message this acknowledges.
@@ -171,15 +186,28 @@ impl Ack {
 
     /// The message is handled, and its effects are durable.
     pub fn done(mut self) {
-        if let Some(latch) = self.latch.take() {
-            latch.settle_one(self.id, Outcome::Done);
-        }
+        self.settle(Outcome::Done);
     }
 
     /// The message can never be handled here; sending it again will not help.
     pub fn reject(mut self, reason: impl Into<String>) {
-        if let Some(latch) = self.latch.take() {
-            latch.settle_one(self.id, Outcome::Rejected(reason.into()));
+        self.settle(Outcome::Rejected(reason.into()));
+    }
+
+    fn settle(&mut self, outcome: Outcome) {
+        match std::mem::replace(&mut self.target, Target::Nobody) {
+            Target::Nobody => {}
+            Target::Alone(settle) => settle.call(match outcome {
+                Outcome::Done => Settled::default(),
+                Outcome::Rejected(reason) => Settled {
+                    rejected: vec![Rejection { id: self.id, reason }],
+                    unacknowledged: Vec::new(),
+                },
+                Outcome::Unacknowledged => {
+                    Settled { rejected: Vec::new(), unacknowledged: vec![self.id] }
+                }
+            }),
+            Target::Shared(latch) => latch.settle_one(self.id, outcome),
         }
     }
 
@@ -196,19 +224,18 @@ impl Ack {
             _ => {
                 let id = self.id;
                 let parent = std::sync::Mutex::new(Some(self));
-                let latch = Latch::new(
-                    parts,
-                    Settle::new(move |settled: Settled| {
-                        let parent = parent.lock().unwrap_or_else(|p| p.into_inner()).take();
-                        let Some(parent) = parent else { return };
-                        if let Some(first) = settled.rejected.into_iter().next() {
-                            parent.reject(first.reason);
-                        } else if settled.unacknowledged.is_empty() {
-                            parent.done();
-                        }
-                    }),
-                );
-                (0..parts).map(|_| Ack { latch: Some(latch.clone()), id }).collect()
+                let latch = Latch::new(Settle::new(move |settled: Settled| {
+                    let parent = parent.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    let Some(parent) = parent else { return };
+                    if let Some(first) = settled.rejected.into_iter().next() {
+                        parent.reject(first.reason);
+                    } else if settled.unacknowledged.is_empty() {
+                        parent.done();
+                    }
+                }));
+                let parts = (0..parts).map(|_| Ack::shared(&latch, id)).collect();
+                latch.settle_one(id, Outcome::Done);
+                parts
             }
         }
     }
@@ -216,25 +243,23 @@ impl Ack {
 
 impl Drop for Ack {
     fn drop(&mut self) {
-        if let Some(latch) = self.latch.take() {
-            latch.settle_one(self.id, Outcome::Unacknowledged);
-        }
+        self.settle(Outcome::Unacknowledged);
     }
 }
 
 impl fmt::Debug for Ack {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Ack")
-            .field("id", &self.id)
-            .field("waited_for", &self.latch.is_some())
-            .finish()
+        let waited_for = !matches!(self.target, Target::Nobody);
+        f.debug_struct("Ack").field("id", &self.id).field("waited_for", &waited_for).finish()
     }
 }
 
 impl Latch {
-    fn new(count: usize, settle: Settle) -> Arc<Latch> {
+    /// A latch with one count held by its creator, who settles it once
+    /// every delivery has its ack, so that it cannot settle early.
+    fn new(settle: Settle) -> Arc<Latch> {
         Arc::new(Latch {
-            remaining: AtomicUsize::new(count),
+            remaining: AtomicUsize::new(1),
             rejected: Mutex::new(Vec::new()),
             unacknowledged: Mutex::new(Vec::new()),
             settle: Mutex::new(Some(settle)),
@@ -260,6 +285,21 @@ impl Latch {
                 settle.call(settled);
             }
         }
+    }
+}
+
+/// The hand-off of the in-process bus, done before `publish` returns. A unit
+/// struct, so that boxing it allocates nothing.
+struct Accepted;
+
+impl std::future::Future for Accepted {
+    type Output = Result<(), BusError>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -292,6 +332,33 @@ impl InProcessBus {
     }
 }
 
+impl InProcessBus {
+    /// The one receiver of a message, if it has exactly one.
+    fn only_receiver<'r>(
+        &self,
+        routes: &'r Routes,
+        message: &Envelope,
+    ) -> Option<&'r Arc<dyn Receiver>> {
+        match message.kind {
+            MessageKind::Event => match routes.events.get(message.name.as_ref()).map(|r| &r[..]) {
+                Some([only]) => Some(only),
+                _ => None,
+            },
+            MessageKind::Command => self.handler(routes, message),
+        }
+    }
+
+    /// The receiver a command goes to: its handlers take turns.
+    fn handler<'r>(&self, routes: &'r Routes, message: &Envelope) -> Option<&'r Arc<dyn Receiver>> {
+        let receivers = routes.commands.get(message.name.as_ref())?;
+        if receivers.is_empty() {
+            return None;
+        }
+        let turn = self.shared.turn.fetch_add(1, Ordering::Relaxed);
+        Some(&receivers[turn % receivers.len()])
+    }
+}
+
 impl fmt::Debug for InProcessBus {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let routes = self.routes();
@@ -309,17 +376,26 @@ impl fmt::Debug for InProcessBus {
 impl Bus for InProcessBus {
     fn publish(
         &self,
-        messages: Vec<Envelope>,
+        mut messages: Vec<Envelope>,
         settle: Settle,
     ) -> BoxFuture<'static, Result<(), BusError>> {
         let routes = self.routes();
-        // One extra count for this loop, so that receivers settling at once
-        // cannot settle the batch before every message has been handed out.
-        let latch = Latch::new(1, settle);
-        for message in messages {
+        for message in &messages {
             for observer in &routes.observers {
-                observer(&message);
+                observer(message);
             }
+        }
+        // The common case, one message to one receiver, needs no latch.
+        if let [message] = &messages[..]
+            && let Some(receiver) = self.only_receiver(&routes, message)
+        {
+            let id = message.id;
+            let message = messages.pop().expect("one message");
+            receiver.receive(message, Ack::new(id, settle));
+            return Box::pin(Accepted);
+        }
+        let latch = Latch::new(settle);
+        for message in messages {
             let id = message.id;
             match message.kind {
                 MessageKind::Event => {
@@ -328,34 +404,24 @@ impl Bus for InProcessBus {
                     // being published.
                     if let Some((last, others)) = receivers.split_last() {
                         for receiver in others {
-                            latch.add();
-                            receiver
-                                .receive(message.clone(), Ack { latch: Some(latch.clone()), id });
+                            receiver.receive(message.clone(), Ack::shared(&latch, id));
                         }
+                        last.receive(message, Ack::shared(&latch, id));
+                    }
+                }
+                MessageKind::Command => match self.handler(&routes, &message) {
+                    Some(receiver) => receiver.receive(message, Ack::shared(&latch, id)),
+                    None => {
+                        let reason =
+                            format!("no handler is registered for command `{}`", message.name);
                         latch.add();
-                        last.receive(message, Ack { latch: Some(latch.clone()), id });
+                        latch.settle_one(id, Outcome::Rejected(reason));
                     }
-                }
-                MessageKind::Command => {
-                    match routes.commands.get(message.name.as_ref()).filter(|r| !r.is_empty()) {
-                        Some(receivers) => {
-                            let turn = self.shared.turn.fetch_add(1, Ordering::Relaxed);
-                            latch.add();
-                            receivers[turn % receivers.len()]
-                                .receive(message, Ack { latch: Some(latch.clone()), id });
-                        }
-                        None => {
-                            let reason =
-                                format!("no handler is registered for command `{}`", message.name);
-                            latch.add();
-                            latch.settle_one(id, Outcome::Rejected(reason));
-                        }
-                    }
-                }
+                },
             }
         }
         latch.settle_one(MessageId::from_uuid(uuid::Uuid::nil()), Outcome::Done);
-        Box::pin(std::future::ready(Ok(())))
+        Box::pin(Accepted)
     }
 
     fn subscribe(&self, subscription: Subscription, receiver: Arc<dyn Receiver>) {

@@ -1,13 +1,12 @@
 //! The suite every [`Store`] must pass: the same checks, in the same words,
 //! for the in-memory store, SQLite, and any store written later (PostgreSQL
 //! runs it too). Call [`run`] from a test with a function that makes an
-//! empty store:
+//! empty store, as the in-memory store's test does:
 //!
-//! ```ignore
-//! #[tokio::test]
-//! async fn my_store_conforms() {
-//!     switchyard_runtime::conformance::run(|| MyStore::empty()).await;
-//! }
+//! ```
+//! # async fn test() {
+//! switchyard_runtime::conformance::run(switchyard_runtime::MemoryStore::new).await;
+//! # }
 //! ```
 //!
 //! Each check panics with a sentence saying what the store got wrong; this

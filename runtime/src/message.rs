@@ -38,8 +38,26 @@ pub enum MessageKind {
 pub struct MessageId(uuid::Uuid);
 
 impl MessageId {
+    /// A new random (version 4) id.
+    ///
+    /// Asking the operating system for randomness on every message costs a
+    /// system call; instead each thread seeds a generator once from it and
+    /// mixes a counter. Two threads collide only if their random seeds line
+    /// up, which is as unlikely as two random ids colliding.
     pub fn new() -> MessageId {
-        MessageId(uuid::Uuid::new_v4())
+        thread_local! {
+            static IDS: std::cell::Cell<(u64, u64, u64)> = std::cell::Cell::new({
+                let seed = uuid::Uuid::new_v4().as_u128();
+                ((seed >> 64) as u64, seed as u64, 0)
+            });
+        }
+        let (high, low, n) = IDS.with(|ids| {
+            let (high, low, n) = ids.get();
+            ids.set((high, low, n.wrapping_add(1)));
+            (high, low, n)
+        });
+        let random = u128::from(mix(high ^ n)) << 64 | u128::from(mix(low.wrapping_add(n)));
+        MessageId(uuid::Builder::from_random_bytes(random.to_be_bytes()).into_uuid())
     }
 
     /// The id of the `index`-th message decided in answer to this one.
@@ -65,6 +83,15 @@ impl MessageId {
     pub fn as_uuid(self) -> uuid::Uuid {
         self.0
     }
+}
+
+/// splitmix64's finalizer: a bijection that spreads every input bit over
+/// the output.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
 }
 
 impl Default for MessageId {
@@ -255,6 +282,18 @@ mod tests {
         assert_eq!(input.derive(0), input.derive(0));
         assert_ne!(input.derive(0), input.derive(1));
         assert_ne!(input.derive(0), MessageId::new().derive(0));
+    }
+
+    #[test]
+    fn new_ids_are_version_4_and_distinct() {
+        let ids: std::collections::HashSet<MessageId> =
+            (0..10_000).map(|_| MessageId::new()).collect();
+        assert_eq!(ids.len(), 10_000);
+        let id = MessageId::new().as_uuid();
+        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        let other_thread = std::thread::spawn(MessageId::new).join().unwrap();
+        assert!(!ids.contains(&other_thread));
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub use handlers::{CommandContext, HandlerError};
 
 use crate::bus::{Ack, Bus, BusError, InProcessBus, Receiver, Settle, Settled, Subscription};
 use crate::clock::{BoxFuture, Clock, SystemClock};
-use crate::message::{Command, Envelope, Event, MessageId, MessageKind, Timestamp};
+use crate::message::{Body, Command, Envelope, Event, MessageId, MessageKind, Timestamp};
 use crate::process::Process;
 use crate::retry::RetryPolicy;
 use crate::store::{
@@ -203,7 +203,7 @@ impl Engine {
     /// Publishes an event from outside any process, stamped with the
     /// engine's clock. If a receiver refuses it, it goes to the dead letters.
     pub fn publish<E: Event>(&self, event: E) -> MessageId {
-        let envelope = Envelope::event(event).with_time(self.shared.clock.now());
+        let envelope = self.shared.envelope(E::NAME, MessageKind::Event, Body::value(event));
         let id = envelope.id;
         self.shared.publish_detached(envelope);
         id
@@ -211,7 +211,7 @@ impl Engine {
 
     /// Sends a command from outside any process to its handler.
     pub fn send<C: Command>(&self, command: C) -> MessageId {
-        let envelope = Envelope::command(command).with_time(self.shared.clock.now());
+        let envelope = self.shared.envelope(C::NAME, MessageKind::Command, Body::value(command));
         let id = envelope.id;
         self.shared.publish_detached(envelope);
         id
@@ -580,6 +580,18 @@ impl Receiver for Inlet {
 }
 
 impl Shared {
+    /// A new message from outside any process, stamped with the engine's clock.
+    fn envelope(&self, name: &'static str, kind: MessageKind, body: Body) -> Envelope {
+        Envelope {
+            id: MessageId::new(),
+            name: std::borrow::Cow::Borrowed(name),
+            kind,
+            body,
+            causation: None,
+            time: self.clock.now(),
+        }
+    }
+
     /// Routes one delivered message: an event to every process and
     /// subscriber that takes it, a command to its handler.
     fn receive(self: &Arc<Self>, message: Envelope, ack: Ack) {
@@ -588,6 +600,11 @@ impl Shared {
                 let name = message.name.as_ref();
                 let processes = self.by_event.get(name).map_or(&[][..], |p| p);
                 let subscribers = self.subscribers.get(name).map_or(&[][..], |s| s);
+                if let ([index], []) = (processes, subscribers) {
+                    // The common case: one process takes the event.
+                    self.processes[*index].route(self, message, ack);
+                    return;
+                }
                 let mut acks = ack.split(processes.len() + subscribers.len()).into_iter();
                 for (&index, ack) in processes.iter().zip(acks.by_ref()) {
                     self.processes[index].route(self, message.clone(), ack);
@@ -637,15 +654,16 @@ impl Shared {
         settle: Settle,
         failed: impl FnOnce(BusError) + Send + 'static,
     ) {
-        let handoff = self.bus.publish(messages, settle);
-        let mut future: BoxFuture<'static, ()> = Box::pin(async move {
-            if let Err(error) = handoff.await {
-                failed(error);
-            }
-        });
+        let mut handoff = self.bus.publish(messages, settle);
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
-        if future.as_mut().poll(&mut context).is_pending() {
-            spawn(future);
+        match handoff.as_mut().poll(&mut context) {
+            std::task::Poll::Ready(Ok(())) => {}
+            std::task::Poll::Ready(Err(error)) => failed(error),
+            std::task::Poll::Pending => spawn(Box::pin(async move {
+                if let Err(error) = handoff.await {
+                    failed(error);
+                }
+            })),
         }
     }
 

@@ -215,6 +215,7 @@ async fn work<P: Process>(
         return;
     }
     let mut cache: HashMap<P::Key, Cached<P>> = HashMap::new();
+    let mut states = States::default();
     while let Some(first) = jobs.recv().await {
         let Some(shared) = weak.upgrade() else { return };
         let mut batch = vec![first];
@@ -229,7 +230,7 @@ async fn work<P: Process>(
         else {
             return;
         };
-        handle_batch(&shared, runner, &mut cache, batch).await;
+        handle_batch(&shared, runner, &mut cache, &mut states, batch).await;
         shared.finish(count);
     }
 }
@@ -240,6 +241,7 @@ async fn handle_batch<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
     cache: &mut HashMap<P::Key, Cached<P>>,
+    states: &mut States<P>,
     batch: Vec<Job<P>>,
 ) {
     let mut groups = group(batch);
@@ -247,8 +249,10 @@ async fn handle_batch<P: Process>(
     let mut failures = 0;
     while !groups.is_empty() {
         load(shared, cache, &mut groups).await;
-        let mut plans: Vec<Plan<P>> =
-            groups.iter().map(|g| plan(shared, runner, cache.get(&g.key), g)).collect();
+        let mut plans: Vec<Plan<P>> = Vec::with_capacity(groups.len());
+        for group in &groups {
+            plans.push(plan(shared, runner, states, cache.get(&group.key), group));
+        }
         let mut writers = Vec::new();
         let mut batch = Batch::default();
         for (index, plan) in plans.iter_mut().enumerate() {
@@ -443,6 +447,7 @@ fn cached<P: Process>(key: Arc<str>, record: InstanceRecord) -> Result<Cached<P>
 fn plan<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
+    states: &mut States<P>,
     cached: Option<&Cached<P>>,
     group: &Group<P>,
 ) -> Plan<P> {
@@ -638,7 +643,7 @@ fn plan<P: Process>(
         key: instance.key.clone(),
         expected_version,
         version: instance.version,
-        state: Body::value(instance.state),
+        state: states.body(instance.state),
         data: Body::value(instance.data.clone()),
         completed_at,
         inbox,
@@ -708,6 +713,27 @@ fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewD
         Job::Timer { row, .. } => Letter::Timer(row.clone()),
     };
     NewDeadLetter { letter, process: Some(P::NAME.to_owned()), reason, at: now }
+}
+
+/// The body of each state a worker has written, shared by every write of
+/// that state: states are few, and writing one needs no allocation then.
+struct States<P: Process>(Vec<(P::State, Body)>);
+
+impl<P: Process> Default for States<P> {
+    fn default() -> Self {
+        States(Vec::new())
+    }
+}
+
+impl<P: Process> States<P> {
+    fn body(&mut self, state: P::State) -> Body {
+        if let Some((_, body)) = self.0.iter().find(|(known, _)| *known == state) {
+            return body.clone();
+        }
+        let body = Body::value(state);
+        self.0.push((state, body.clone()));
+        body
+    }
 }
 
 impl<P: Process> Cached<P> {

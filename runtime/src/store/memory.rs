@@ -4,6 +4,7 @@
 //! on the store of the first, as after a restart.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
@@ -32,7 +33,7 @@ struct Inner {
 struct Table {
     instances: HashMap<Arc<str>, Stored>,
     /// Handled message ids and when they were handled.
-    inbox: HashMap<MessageId, Timestamp>,
+    inbox: HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>,
 }
 
 struct Stored {
@@ -208,6 +209,8 @@ impl Inner {
         if !duplicates.is_empty() {
             return CommitOutcome::Duplicate(duplicates);
         }
+        // One probe of the instance table: it is large, and each probe is
+        // likely a cache miss.
         let stored = table.instances.get_mut(&write.key);
         let current = stored.as_ref().map(|s| s.version);
         if current != write.expected_version {
@@ -216,24 +219,35 @@ impl Inner {
         for id in &write.inbox {
             table.inbox.insert(*id, write.at);
         }
-        let mut timers = match stored {
-            Some(stored) => std::mem::take(&mut stored.timers),
-            None => Vec::new(),
-        };
-        apply_timer_changes(&mut timers, &write.timers);
-        if write.completed_at.is_some() {
-            timers.clear();
+        match stored {
+            Some(stored) => {
+                apply_timer_changes(&mut stored.timers, &write.timers);
+                if write.completed_at.is_some() {
+                    stored.timers.clear();
+                }
+                stored.version = write.version;
+                stored.state = write.state;
+                stored.data = write.data;
+                stored.completed_at = write.completed_at;
+            }
+            None => {
+                let mut timers = Vec::new();
+                apply_timer_changes(&mut timers, &write.timers);
+                if write.completed_at.is_some() {
+                    timers.clear();
+                }
+                table.instances.insert(
+                    write.key.clone(),
+                    Stored {
+                        version: write.version,
+                        state: write.state,
+                        data: write.data,
+                        completed_at: write.completed_at,
+                        timers,
+                    },
+                );
+            }
         }
-        table.instances.insert(
-            write.key.clone(),
-            Stored {
-                version: write.version,
-                state: write.state,
-                data: write.data,
-                completed_at: write.completed_at,
-                timers,
-            },
-        );
         let mut sequences = Vec::with_capacity(write.outbox.len());
         for message in write.outbox {
             self.next_sequence += 1;
@@ -275,6 +289,25 @@ impl Inner {
             &[TimerChange::Schedule { timer: row.timer.as_str().into(), at: row.at, id: row.id }],
         );
         true
+    }
+}
+
+/// Hashes message ids, which are random or SHA-1 derived already: folding
+/// their bytes is enough, and much cheaper than SipHash on the hot path.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl Hasher for IdHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = self.0.rotate_left(23) ^ u64::from_le_bytes(word);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0.wrapping_mul(0x9E37_79B9_7F4A_7C15)
     }
 }
 

@@ -11,6 +11,7 @@
 //! done before the transaction goes on with the next one.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, mpsc};
 
 use rusqlite::types::{ToSqlOutput, ValueRef};
@@ -56,6 +57,7 @@ impl Default for SqliteOptions {
 pub struct SqliteStore {
     requests: mpsc::Sender<Request>,
     path: Arc<PathBuf>,
+    transactions: Arc<AtomicU64>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -134,11 +136,19 @@ impl SqliteStore {
         let connection = connect(&path, options.durability)?;
         let (requests, receiver) = mpsc::channel();
         let max_group = options.max_group.max(1);
+        let transactions = Arc::new(AtomicU64::new(0));
+        let counted = transactions.clone();
         std::thread::Builder::new()
             .name("switchyard-sqlite".to_owned())
-            .spawn(move || serve(connection, receiver, max_group))
+            .spawn(move || serve(connection, receiver, max_group, &counted))
             .map_err(|e| StoreError::Failed(e.into()))?;
-        Ok(SqliteStore { requests, path: Arc::new(path) })
+        Ok(SqliteStore { requests, path: Arc::new(path), transactions })
+    }
+
+    /// How many write transactions the store has committed: with the number
+    /// of messages handled, it tells how well commits are grouped.
+    pub fn transactions(&self) -> u64 {
+        self.transactions.load(Ordering::Relaxed)
     }
 
     pub fn path(&self) -> &Path {
@@ -239,7 +249,12 @@ enum WriteReply {
 }
 
 /// The store's thread: answers reads, groups writes.
-fn serve(mut connection: Connection, requests: mpsc::Receiver<Request>, max_group: usize) {
+fn serve(
+    mut connection: Connection,
+    requests: mpsc::Receiver<Request>,
+    max_group: usize,
+    transactions: &AtomicU64,
+) {
     while let Ok(first) = requests.recv() {
         let mut writes = Vec::new();
         let mut replies = Vec::new();
@@ -279,6 +294,9 @@ fn serve(mut connection: Connection, requests: mpsc::Receiver<Request>, max_grou
         }
         if !writes.is_empty() {
             let result = write_group(&mut connection, writes);
+            if result.is_ok() {
+                transactions.fetch_add(1, Ordering::Relaxed);
+            }
             answer(replies, result);
         }
     }
