@@ -63,6 +63,19 @@ fn formatted(name: &str, text: &str) -> String {
     once
 }
 
+/// The comparison forgets layout and nothing else, so that it can fail.
+#[test]
+fn the_tree_comparison_sees_grouping_and_names_but_not_layout() {
+    let shape_of = |text: &str| shape(&parse(text).0);
+    let process =
+        |guard: &str| format!("process P {{ state A {{ on X when {guard} {{ -> A }} }} }}");
+    let spaced = "process  P {\n  state A {\n on X when a + b * c\n { -> A } } }";
+    assert_eq!(shape_of(&process("a + b * c")), shape_of(spaced));
+    assert_ne!(shape_of(&process("a + b * c")), shape_of(&process("(a + b) * c")));
+    assert_ne!(shape_of(&process("a + b * c")), shape_of(&process("a + (b * c)")));
+    assert_ne!(shape_of(&process("a + b * c")), shape_of(&process("a + b * d")));
+}
+
 fn yard_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
