@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod dead_letters;
 mod fmt;
 mod graph;
 
@@ -40,6 +41,8 @@ enum Command {
     /// errors are shown. With `--check` nothing is written: the files that
     /// would change are listed with a diff, and the command fails, as in CI.
     Fmt(fmt::Args),
+    /// Lists the messages and timers an engine could not handle, and replays them.
+    DeadLetters(dead_letters::Args),
 }
 
 fn main() -> ExitCode {
@@ -48,5 +51,6 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Fmt(args) => fmt::run(&args),
+        Command::DeadLetters(args) => dead_letters::run(&args),
     }
 }

@@ -100,6 +100,15 @@ impl Default for MessageId {
     }
 }
 
+impl std::str::FromStr for MessageId {
+    type Err = uuid::Error;
+
+    /// Reads an id as [`MessageId`]'s `Display` writes it.
+    fn from_str(text: &str) -> Result<MessageId, uuid::Error> {
+        uuid::Uuid::parse_str(text).map(MessageId)
+    }
+}
+
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&self.0, f)
