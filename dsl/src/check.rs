@@ -315,50 +315,82 @@ impl<'a> Ctx<'a> {
 
         // The greatest fixpoint: start from every timer everywhere but the
         // initial state, and intersect over the live edges in until stable.
+        // States are visited in the order the walk above reached them, and
+        // each update is used at once, so a chain settles in two passes.
+        let order: Vec<usize> = {
+            let mut order = vec![initial];
+            let mut seen = vec![false; count];
+            seen[initial] = true;
+            let mut next = 0;
+            while next < order.len() {
+                let state = order[next];
+                next += 1;
+                for edge in edges[state].iter().filter(|e| live(e, &self.may_pending[state])) {
+                    if !seen[edge.target] {
+                        seen[edge.target] = true;
+                        order.push(edge.target);
+                    }
+                }
+            }
+            order
+        };
+        let mut incoming: Vec<Vec<(usize, usize)>> = vec![Vec::new(); count];
+        for &state in &order {
+            for (index, edge) in edges[state].iter().enumerate() {
+                if live(edge, &self.may_pending[state]) {
+                    incoming[edge.target].push((state, index));
+                }
+            }
+        }
         let all: BTreeSet<usize> = (0..self.timers.len()).collect();
         self.must_pending =
             (0..count).map(|s| if s == initial { BTreeSet::new() } else { all.clone() }).collect();
-        loop {
-            let mut next: Vec<Option<BTreeSet<usize>>> = vec![None; count];
-            next[initial] = Some(BTreeSet::new());
-            for state in (0..count).filter(|s| self.reachable[*s]) {
-                for edge in edges[state].iter().filter(|e| live(e, &self.may_pending[state])) {
-                    let mut out = self.must_pending[state].clone();
-                    edge.apply(
+        let mut changed = true;
+        while changed {
+            changed = false;
+            for &state in &order {
+                // A new instance enters the initial state with no timer.
+                let mut must: Option<BTreeSet<usize>> = (state == initial).then(BTreeSet::new);
+                for &(from, index) in &incoming[state] {
+                    let mut out = self.must_pending[from].clone();
+                    edges[from][index].apply(
                         &mut out,
                         |set, t| set.remove(&t),
                         |set, t, _| {
                             set.insert(t);
                         },
                     );
-                    let slot = &mut next[edge.target];
-                    *slot = Some(match slot.take() {
+                    must = Some(match must {
                         Some(acc) => acc.intersection(&out).copied().collect(),
                         None => out,
                     });
                 }
+                let must = must.unwrap_or_default();
+                if must != self.must_pending[state] {
+                    self.must_pending[state] = must;
+                    changed = true;
+                }
             }
-            let next: Vec<BTreeSet<usize>> =
-                next.into_iter().map(Option::unwrap_or_default).collect();
-            if next == self.must_pending {
-                break;
-            }
-            self.must_pending = next;
         }
     }
 
-    /// Whether some final state is reachable from each state.
+    /// Whether some final state is reachable from each state: a walk
+    /// backwards from the final states.
     fn completion(&self) -> Vec<bool> {
         let count = self.states.len();
-        let edges: Vec<Vec<Edge>> = (0..count).map(|s| self.edges(s)).collect();
+        let mut predecessors: Vec<Vec<usize>> = vec![Vec::new(); count];
+        for state in 0..count {
+            for edge in self.edges(state) {
+                predecessors[edge.target].push(state);
+            }
+        }
         let mut done: Vec<bool> = self.states.iter().map(|s| s.kind == StateKind::Final).collect();
-        let mut changed = true;
-        while changed {
-            changed = false;
-            for state in 0..count {
-                if !done[state] && edges[state].iter().any(|e| done[e.target]) {
-                    done[state] = true;
-                    changed = true;
+        let mut work: Vec<usize> = (0..count).filter(|s| done[*s]).collect();
+        while let Some(state) = work.pop() {
+            for &from in &predecessors[state] {
+                if !done[from] {
+                    done[from] = true;
+                    work.push(from);
                 }
             }
         }

@@ -148,7 +148,10 @@ impl Diagnostic {
         let mut rest = lines.as_slice();
         while let Some((first, _, _)) = rest.first() {
             let line = source.line_col(first.start as usize).line;
-            let same = rest.iter().take_while(|(span, _, _)| source.line_col(span.start as usize).line == line).count();
+            let same = rest
+                .iter()
+                .take_while(|(span, _, _)| source.line_col(span.start as usize).line == line)
+                .count();
             source.write_snippet(&mut out, &rest[..same], gutter);
             rest = &rest[same..];
         }
@@ -197,7 +200,8 @@ impl<'a> Source<'a> {
             .map(|(span, message, mark)| {
                 let column = self.line_col(span.start as usize).column - 1;
                 let end = (span.end as usize).min(line_start + line.len()).max(span.start as usize);
-                let width = self.text.get(span.start as usize..end).map_or(1, |s| s.chars().count()).max(1);
+                let width =
+                    self.text.get(span.start as usize..end).map_or(1, |s| s.chars().count()).max(1);
                 (column, width, *message, *mark)
             })
             .collect();
@@ -211,7 +215,8 @@ impl<'a> Source<'a> {
         }
         let mark_line: String = mark_line.into_iter().collect();
         let (_, _, last_message, _) = placed[placed.len() - 1];
-        let trailing = if last_message.is_empty() { String::new() } else { format!(" {last_message}") };
+        let trailing =
+            if last_message.is_empty() { String::new() } else { format!(" {last_message}") };
         let _ = writeln!(out, "{:gutter$} | {}{trailing}", "", mark_line.trim_end());
         for (column, _, message, _) in placed[..placed.len() - 1].iter().rev() {
             if message.is_empty() {

@@ -27,6 +27,8 @@ pub use diagnostic::{Diagnostic, Label, Severity, Source};
 pub use fmt::format;
 pub use model::*;
 pub use parse::parse;
+#[doc(hidden)]
+pub use parse::recognise;
 
 /// Parses and checks `text`: the model if there were no errors, and every
 /// finding (errors and warnings) in source order.

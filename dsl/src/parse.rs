@@ -25,16 +25,49 @@ pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
     if let Some(diagnostic) = check_nesting(text) {
         return (File::default(), vec![diagnostic]);
     }
-    pest::set_error_detail(true);
-    match Grammar::parse(Rule::file, text) {
+    match parse_quickly(text) {
         Ok(mut pairs) => {
             let file = pairs.next().expect("`file` is the top rule");
             let processes =
                 children(file).filter(|p| p.as_rule() == Rule::process).map(process).collect();
             (File { processes, comments: comments(text) }, Vec::new())
         }
-        Err(error) => (File::default(), vec![syntax_error(text, &error)]),
+        Err(error) => {
+            let diagnostic = match parse_in_detail(text) {
+                Err(detailed) => syntax_error(text, &detailed),
+                Ok(_) => syntax_error(text, &error),
+            };
+            (File::default(), vec![diagnostic])
+        }
     }
+}
+
+/// pest's switch for tracking every attempt is global. Tracking makes it
+/// several times slower, so texts are parsed without it, under a shared lock,
+/// and only a text known to be wrong is parsed again with it, under the
+/// exclusive lock, so that no other parse sees the switch on.
+static DETAIL: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+type Parsed<'i> = Result<pest::iterators::Pairs<'i, Rule>, pest::error::Error<Rule>>;
+
+/// Whether the grammar accepts `text`, and nothing more: the baseline that
+/// the benchmarks compare the whole front end with.
+#[doc(hidden)]
+pub fn recognise(text: &str) -> bool {
+    parse_quickly(text).is_ok()
+}
+
+fn parse_quickly(text: &str) -> Parsed<'_> {
+    let _shared = DETAIL.read().unwrap_or_else(std::sync::PoisonError::into_inner);
+    Grammar::parse(Rule::file, text)
+}
+
+fn parse_in_detail(text: &str) -> Parsed<'_> {
+    let _exclusive = DETAIL.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+    pest::set_error_detail(true);
+    let parsed = Grammar::parse(Rule::file, text);
+    pest::set_error_detail(false);
+    parsed
 }
 
 /// Every `//` and `/* */` comment of a text that parsed, with its span. Doc
@@ -349,9 +382,7 @@ fn pratt() -> PrattParser<Rule> {
             | Op::infix(Rule::op_div, Assoc::Left)
             | Op::infix(Rule::op_rem, Assoc::Left))
         .op(Op::prefix(Rule::op_not) | Op::prefix(Rule::op_neg))
-        .op(Op::postfix(Rule::field_access)
-            | Op::postfix(Rule::method_call)
-            | Op::postfix(Rule::call_args))
+        .op(Op::postfix(Rule::member) | Op::postfix(Rule::call_args))
 }
 
 fn expr(pair: Pair<'_, Rule>) -> Expr {
@@ -372,15 +403,13 @@ fn expr(pair: Pair<'_, Rule>) -> Expr {
             .map_postfix(|operand, op| {
                 let span = operand.span.to(self::span(&op));
                 let kind = match op.as_rule() {
-                    Rule::field_access => ExprKind::Field(
-                        Box::new(operand),
-                        ident(children(op).next().expect("field")),
-                    ),
-                    Rule::method_call => {
+                    Rule::member => {
                         let mut parts = children(op);
-                        let method = ident(parts.next().expect("method"));
-                        let args = parts.next().map(args).unwrap_or_default();
-                        ExprKind::MethodCall(Box::new(operand), method, args)
+                        let name = ident(parts.next().expect("member name"));
+                        match parts.next() {
+                            Some(call) => ExprKind::MethodCall(Box::new(operand), name, args(call)),
+                            None => ExprKind::Field(Box::new(operand), name),
+                        }
                     }
                     _ => ExprKind::Call(Box::new(operand), args(op)),
                 };
@@ -440,23 +469,28 @@ fn primary(pair: Pair<'_, Rule>) -> Expr {
             let quoted = pair.as_str();
             ExprKind::Lit(Lit::Str(quoted[1..quoted.len() - 1].to_owned()))
         }
-        Rule::boolean => ExprKind::Lit(Lit::Bool(pair.as_str() == "true")),
-        Rule::struct_lit => {
-            let mut parts = children(pair);
-            let path = parts.next().expect("struct path");
-            let path_span = self::span(&path);
-            let segments = children(path).map(ident).collect();
-            let fields = parts.map(field_init).collect();
-            ExprKind::Struct(TypePath { segments, args: Vec::new(), span: path_span }, fields)
-        }
         Rule::list => ExprKind::List(children(pair).map(expr).collect()),
         Rule::paren => ExprKind::Paren(Box::new(expr(children(pair).next().expect("inner")))),
-        Rule::expr_path => {
-            let mut segments: Vec<Ident> = children(pair).map(ident).collect();
-            if segments.len() == 1 {
-                ExprKind::Name(segments.pop().expect("one segment").node)
-            } else {
-                ExprKind::Path(segments)
+        Rule::path_expr => {
+            let mut parts = children(pair);
+            let path = parts.next().expect("path");
+            let path_span = self::span(&path);
+            let mut segments: Vec<Ident> = children(path).map(ident).collect();
+            match parts.next() {
+                Some(body) => {
+                    let fields = children(body).map(field_init).collect();
+                    ExprKind::Struct(
+                        TypePath { segments, args: Vec::new(), span: path_span },
+                        fields,
+                    )
+                }
+                None if segments.len() == 1 => match segments.pop().expect("one segment").node {
+                    // `true` and `false` are keywords, so never a Rust name.
+                    word if word == "true" => ExprKind::Lit(Lit::Bool(true)),
+                    word if word == "false" => ExprKind::Lit(Lit::Bool(false)),
+                    name => ExprKind::Name(name),
+                },
+                None => ExprKind::Path(segments),
             }
         }
         Rule::expr => return expr(pair),
@@ -575,20 +609,19 @@ fn describe_rule(rule: Rule) -> Option<&'static str> {
         Rule::duration => "an expression",
         Rule::transition => "`->`",
         Rule::field_inits => "`{`",
-        Rule::field_init => "a field",
+        Rule::field_init | Rule::struct_body => "a field",
         Rule::tuple_ty | Rule::type_path => "a type",
         Rule::generic_args => "`<`",
         Rule::expr
         | Rule::int
         | Rule::float
         | Rule::string
-        | Rule::boolean
-        | Rule::struct_lit
+        | Rule::path_expr
         | Rule::list
         | Rule::paren
         | Rule::expr_path => "an expression",
         Rule::op_not | Rule::op_neg => "an expression",
-        Rule::method_call | Rule::field_access => "`.`",
+        Rule::member => "`.`",
         Rule::call_args => "`(`",
         Rule::op_or
         | Rule::op_and

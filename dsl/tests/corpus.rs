@@ -63,7 +63,10 @@ fn every_code_has_a_bad_file_and_a_section_in_the_docs() {
     }
     for (code, _) in switchyard_dsl::diagnostic::CODES {
         assert!(produced.contains(code), "no bad corpus file yields `{code}`");
-        assert!(docs.contains(&format!("## `{code}`")), "docs/diagnostics.md has no section `{code}`");
+        assert!(
+            docs.contains(&format!("## `{code}`")),
+            "docs/diagnostics.md has no section `{code}`"
+        );
     }
     for code in produced {
         assert!(

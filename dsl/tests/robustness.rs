@@ -6,16 +6,69 @@
 use proptest::prelude::*;
 use switchyard_dsl::{Source, compile};
 
-const GOOD: &[&str] = &[
-    include_str!("corpus/good/registration.yard"),
-    include_str!("../../examples/campaign.yard"),
-];
+const GOOD: &[&str] =
+    &[include_str!("corpus/good/registration.yard"), include_str!("../../examples/campaign.yard")];
 
 const TOKENS: &[&str] = &[
-    "process", "P", "{", "}", "correlate", "by", "id", ":", "u64", "data", "timer", "T", "initial", "state",
-    "final", "any", "on", "E", "when", "ignore", ",", "send", "C", "publish", "set", "x", "=", "schedule",
-    "after", "at", "15m", "cancel", "->", "S", "event", ".", "a", "(", ")", "[", "]", "==", "&&", "+", "-", "!",
-    "\"s\"", "1", "2.5", "true", "///", "//", "/*", "*/", "\n", "<", ">", "::", "data.x",
+    "process",
+    "P",
+    "{",
+    "}",
+    "correlate",
+    "by",
+    "id",
+    ":",
+    "u64",
+    "data",
+    "timer",
+    "T",
+    "initial",
+    "state",
+    "final",
+    "any",
+    "on",
+    "E",
+    "when",
+    "ignore",
+    ",",
+    "send",
+    "C",
+    "publish",
+    "set",
+    "x",
+    "=",
+    "schedule",
+    "after",
+    "at",
+    "15m",
+    "cancel",
+    "->",
+    "S",
+    "event",
+    ".",
+    "a",
+    "(",
+    ")",
+    "[",
+    "]",
+    "==",
+    "&&",
+    "+",
+    "-",
+    "!",
+    "\"s\"",
+    "1",
+    "2.5",
+    "true",
+    "///",
+    "//",
+    "/*",
+    "*/",
+    "\n",
+    "<",
+    ">",
+    "::",
+    "data.x",
 ];
 
 /// Compiles `text` and checks what every finding says about it.
@@ -25,7 +78,11 @@ fn survives(text: &str) {
     let source = Source::new("fuzz.yard", text);
     for diagnostic in &diagnostics {
         assert!(diagnostic.span.start <= diagnostic.span.end);
-        assert!(diagnostic.span.end as usize <= text.len(), "{diagnostic:?} outside {} bytes", text.len());
+        assert!(
+            diagnostic.span.end as usize <= text.len(),
+            "{diagnostic:?} outside {} bytes",
+            text.len()
+        );
         assert!(!diagnostic.message.is_empty());
         let _ = diagnostic.render_plain(&source);
     }
