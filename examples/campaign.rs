@@ -12,7 +12,7 @@
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
-use switchyard::{Command, CommandContext, Engine, Event, HandlerError};
+use switchyard::{Command, CommandContext, Engine, EngineBuilder, Event, HandlerError};
 
 switchyard::process!("examples/campaign.yard");
 
@@ -91,9 +91,15 @@ async fn publisher(command: SubmitAdvertisement, ctx: CommandContext) -> Result<
 /// An engine running the saga, the publisher, and a campaign context that
 /// records into `campaigns`.
 pub fn engine(campaigns: &Campaigns) -> Engine {
+    contexts(Engine::builder(), campaigns).build()
+}
+
+/// Adds the saga, the publisher and the campaign context to an engine
+/// builder: tests use it with a test engine.
+pub fn contexts(builder: EngineBuilder, campaigns: &Campaigns) -> EngineBuilder {
     let confirmed = campaigns.tracked.clone();
     let rejected = campaigns.tracked.clone();
-    Engine::builder()
+    builder
         .process::<CampaignPublishing>()
         .handle(publisher)
         .handle(move |command: TrackPublishingConfirmation, _| {
@@ -112,7 +118,6 @@ pub fn engine(campaigns: &Campaigns) -> Engine {
                 Ok(())
             }
         })
-        .build()
 }
 
 /// Prints the engine's tracing events as lines of the message flow.

@@ -53,7 +53,19 @@ pub struct Subscription {
 }
 
 /// Called once, when every delivery of a published batch has settled.
-pub struct Settle(Box<dyn FnOnce(Settled) + Send>);
+pub struct Settle(Then);
+
+enum Then {
+    Call(Box<dyn FnOnce(Settled) + Send>),
+    /// Hands the outcome and the message to a sink shared by many
+    /// publishes, which costs no allocation per message.
+    Sink(Arc<dyn SettleSink>, Envelope),
+}
+
+/// Takes the outcomes of many single-message publishes.
+pub(crate) trait SettleSink: Send + Sync {
+    fn settled(&self, message: Envelope, settled: Settled);
+}
 
 /// How the deliveries of a published batch settled. Messages named in
 /// neither list were handled.
@@ -137,7 +149,12 @@ enum Outcome {
 
 impl Settle {
     pub fn new(settle: impl FnOnce(Settled) + Send + 'static) -> Settle {
-        Settle(Box::new(settle))
+        Settle(Then::Call(Box::new(settle)))
+    }
+
+    /// Settles the publish of `message` into `sink`.
+    pub(crate) fn sink(sink: Arc<dyn SettleSink>, message: Envelope) -> Settle {
+        Settle(Then::Sink(sink, message))
     }
 
     /// For messages whose outcome nobody waits for.
@@ -146,7 +163,10 @@ impl Settle {
     }
 
     pub fn call(self, settled: Settled) {
-        (self.0)(settled)
+        match self.0 {
+            Then::Call(settle) => settle(settled),
+            Then::Sink(sink, message) => sink.settled(message, settled),
+        }
     }
 }
 

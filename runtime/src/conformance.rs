@@ -149,10 +149,9 @@ async fn duplicates(store: &dyn Store) {
     assert_eq!(version_of(store, "a").await, Some(1));
     let outcome = commit_one(store, write("a", Some(1), &[id(2)])).await;
     assert!(committed(&outcome), "the message not handled before still commits, got {outcome:?}");
-    // A duplicate on another instance of the same process is a duplicate too.
-    let outcome = commit_one(store, write("b", None, &[id(2)])).await;
+    let outcome = commit_one(store, write("a", Some(2), &[id(2)])).await;
     assert_eq!(outcome, CommitOutcome::Duplicate(vec![id(2)]));
-    assert_eq!(version_of(store, "b").await, None);
+    assert_eq!(version_of(store, "a").await, Some(2));
 }
 
 async fn inbox_per_process(store: &dyn Store) {
@@ -167,7 +166,11 @@ async fn writes_apply_alone(store: &dyn Store) {
     commit_one(store, write("a", None, &[id(1)])).await;
     let outcomes = commit(
         store,
-        vec![write("a", Some(9), &[id(2)]), write("b", None, &[id(3)]), write("c", None, &[id(1)])],
+        vec![
+            write("a", Some(9), &[id(2)]),
+            write("b", None, &[id(3)]),
+            write("a", Some(1), &[id(1)]),
+        ],
     )
     .await;
     assert_eq!(outcomes.len(), 3, "a batch gives one outcome per write");
@@ -175,7 +178,10 @@ async fn writes_apply_alone(store: &dyn Store) {
     assert!(committed(&outcomes[1]), "a good write next to a conflict gave {:?}", outcomes[1]);
     assert_eq!(outcomes[2], CommitOutcome::Duplicate(vec![id(1)]));
     assert_eq!(version_of(store, "b").await, Some(1));
-    assert_eq!(version_of(store, "c").await, None);
+    assert_eq!(version_of(store, "a").await, Some(1));
+    // The conflicting write recorded no inbox row.
+    let outcome = commit_one(store, write("a", Some(1), &[id(2)])).await;
+    assert!(committed(&outcome), "{outcome:?}");
 }
 
 async fn outbox_order(store: &dyn Store) {

@@ -26,9 +26,9 @@ use switchyard_runtime::Process as _;
 const ACCOUNTS: u32 = 500;
 const DEPOSITS: u32 = 6;
 /// Runs killed while the stream grows.
-const ROUNDS: usize = 24;
+const ROUNDS: usize = 40;
 /// Runs killed while the timers fire at the end.
-const FINAL_KILLS: usize = 6;
+const FINAL_KILLS: usize = 8;
 
 #[test]
 fn killed_at_random_moments_the_engine_loses_and_repeats_nothing() {
@@ -53,24 +53,36 @@ fn killed_at_random_moments_the_engine_loses_and_repeats_nothing() {
     let started = Instant::now();
     let total = (ACCOUNTS * (DEPOSITS + 1)) as usize;
     let mut killed = 0;
+    let mut sent = 0;
     for round in 0..ROUNDS {
         let prefix = total * (round + 1) / ROUNDS;
+        // The deposits among the new events: each is a Record to deliver.
+        let records = (sent.max(ACCOUNTS as usize)..prefix.max(ACCOUNTS as usize)).len();
+        sent = prefix;
         let lines = line_count(&log);
         let child = spawn(&db, &log, prefix, false);
-        let kill = if random.below(4) == 0 {
-            Kill::After(Duration::from_millis(1 + random.below(300)))
+        let kill = if records == 0 || random.below(4) == 0 {
+            Kill::After(Duration::from_millis(
+                1 + random.below(if records == 0 { 40 } else { 300 }),
+            ))
         } else {
-            Kill::AtLines(lines + 1 + random.below(u64::from(ACCOUNTS) / 2) as usize)
+            // Within the first half of this round's deliveries.
+            Kill::AtLines(lines + 1 + random.below((records as u64 / 2).max(1)) as usize)
         };
         killed += usize::from(run_until(child, kill, &log));
     }
     for _ in 0..FINAL_KILLS {
+        let lines = line_count(&log);
+        let reports = reported(&log);
         let child = spawn(&db, &log, total, true);
-        killed += usize::from(run_until(
-            child,
-            Kill::After(Duration::from_millis(1 + random.below(400))),
-            &log,
-        ));
+        let kill = if reports < ACCOUNTS as usize {
+            // While the Close timers fire and their Reports go out.
+            let left = (ACCOUNTS as usize - reports) as u64;
+            Kill::AtLines(lines + 1 + random.below((left / 2).max(1)) as usize)
+        } else {
+            Kill::After(Duration::from_millis(1 + random.below(100)))
+        };
+        killed += usize::from(run_until(child, kill, &log));
     }
     let last = spawn(&db, &log, total, true).wait_with_output().unwrap();
     assert!(
@@ -84,7 +96,8 @@ fn killed_at_random_moments_the_engine_loses_and_repeats_nothing() {
         ROUNDS + FINAL_KILLS,
         started.elapsed().as_secs_f64()
     );
-    assert!(killed >= ROUNDS / 2, "too few runs were killed mid-way ({killed}) to prove anything");
+    let runs = ROUNDS + FINAL_KILLS;
+    assert!(killed >= runs / 3, "too few runs were killed mid-way ({killed}) to prove anything");
 
     check_deliveries(&log);
     check_store(&db);
@@ -121,6 +134,19 @@ fn run_until(mut child: Child, kill: Kill, log: &Path) -> bool {
         }
         std::thread::sleep(Duration::from_millis(1));
     }
+}
+
+/// How many accounts have had their Report delivered.
+fn reported(log: &Path) -> usize {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let accounts: BTreeSet<&str> = text
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(' ').collect();
+            (fields.len() == 5 && fields[1] == "Report").then_some(fields[2])
+        })
+        .collect();
+    accounts.len()
 }
 
 fn line_count(log: &Path) -> usize {

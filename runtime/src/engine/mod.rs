@@ -31,7 +31,9 @@ use tracing::{info, warn};
 
 pub use handlers::{CommandContext, HandlerError};
 
-use crate::bus::{Ack, Bus, BusError, InProcessBus, Receiver, Settle, Settled, Subscription};
+use crate::bus::{
+    Ack, Bus, BusError, InProcessBus, Receiver, Settle, SettleSink, Settled, Subscription,
+};
 use crate::clock::{BoxFuture, Clock, SystemClock};
 use crate::message::{Body, Command, Envelope, Event, MessageId, MessageKind, Timestamp};
 use crate::process::Process;
@@ -146,6 +148,8 @@ pub(crate) struct Shared {
     timers_changed: Arc<Notify>,
     /// Set once the outbox and timers of the store have been recovered.
     ready: watch::Sender<bool>,
+    /// The sink of [`Engine::publish`] and [`Engine::send`].
+    detached: Arc<dyn SettleSink>,
     /// Never sent on; dropped with the engine, which tells the tasks that
     /// wait on time to stop.
     #[allow(dead_code)]
@@ -501,7 +505,8 @@ impl EngineBuilder {
         let (relay_sender, relay_receiver) = mpsc::unbounded_channel();
         let (ready, ready_receiver) = watch::channel(false);
         let (stop, stop_receiver) = watch::channel(());
-        let shared = Arc::new(Shared {
+        let shared = Arc::new_cyclic(|weak| Shared {
+            detached: Arc::new(Detached(weak.clone())),
             store,
             bus,
             clock,
@@ -566,6 +571,18 @@ async fn recover(weak: Weak<Shared>) {
     shared.finish(1);
 }
 
+/// Where the outcomes of messages published from outside go: nobody waits
+/// for them, so what no receiver handled goes to the dead letters.
+struct Detached(Weak<Shared>);
+
+impl SettleSink for Detached {
+    fn settled(&self, message: Envelope, settled: Settled) {
+        if let (false, Some(shared)) = (settled.is_clean(), self.0.upgrade()) {
+            shared.dead_letter_unsettled(vec![message], settled);
+        }
+    }
+}
+
 /// The engine as a bus receiver. Holds the engine weakly, so that a bus
 /// outliving it does not keep it running.
 struct Inlet(Weak<Shared>);
@@ -626,16 +643,10 @@ impl Shared {
     /// Publishes a message nobody waits for; what no receiver handles goes
     /// to the dead letters.
     fn publish_detached(self: &Arc<Self>, envelope: Envelope) {
-        let on_settle = (Arc::downgrade(self), envelope.clone());
         let on_failure = (Arc::downgrade(self), envelope.clone());
         self.hand_off(
-            vec![envelope],
-            Settle::new(move |settled| {
-                let (shared, envelope) = on_settle;
-                if let (false, Some(shared)) = (settled.is_clean(), shared.upgrade()) {
-                    shared.dead_letter_unsettled(vec![envelope], settled);
-                }
-            }),
+            vec![envelope.clone()],
+            Settle::sink(self.detached.clone(), envelope),
             move |error| {
                 let (shared, envelope) = on_failure;
                 if let Some(shared) = shared.upgrade() {

@@ -1,10 +1,19 @@
-//! The in-memory store: the same contract as the durable stores, kept in a
-//! map behind one lock. It is the default of the engine and the store of
-//! tests; clones share their contents, so a test can start a second engine
-//! on the store of the first, as after a restart.
+//! The in-memory store: the same contract as the durable stores, kept in
+//! maps. It is the default of the engine and the store of tests; clones
+//! share their contents, so a test can start a second engine on the store
+//! of the first, as after a restart.
+//!
+//! Instances and their inbox rows live in shards by the hash of the key, each
+//! behind its own lock, so that workers committing different instances do not
+//! wait for each other. The inbox of an instance's messages is kept in the
+//! instance's shard: a message is correlated by its content, so it always
+//! reaches the same instance, and that is where a redelivery is met. The
+//! outbox and the dead letters, which need one order, share one more lock.
 
+use std::collections::hash_map::DefaultHasher;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
@@ -12,22 +21,25 @@ use super::{
     OutboxRow, Pruned, Replayed, Store, StoreError, TimerChange, TimerRow,
 };
 use crate::clock::BoxFuture;
-use crate::message::{Body, MessageId, Timestamp};
+use crate::message::{Body, Envelope, MessageId, Timestamp};
+
+/// How many shards instances are spread over.
+const SHARDS: usize = 64;
 
 /// A store in memory. Cheap to clone; clones share their contents.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct MemoryStore {
-    inner: Arc<Mutex<Inner>>,
+    inner: Arc<Inner>,
 }
 
-#[derive(Default)]
 struct Inner {
-    processes: HashMap<String, Table>,
-    outbox: BTreeMap<u64, OutboxRow>,
-    next_sequence: u64,
-    dead_letters: BTreeMap<u64, DeadLetter>,
-    next_dead_letter: u64,
+    shards: Vec<Mutex<Shard>>,
+    ordered: Mutex<Ordered>,
 }
+
+/// Process name -> its instances and inbox rows in this shard.
+#[derive(Default)]
+struct Shard(HashMap<String, Table>);
 
 #[derive(Default)]
 struct Table {
@@ -44,27 +56,62 @@ struct Stored {
     timers: Vec<InstanceTimer>,
 }
 
+/// What needs one order across all instances.
+#[derive(Default)]
+struct Ordered {
+    outbox: BTreeMap<u64, OutboxRow>,
+    next_sequence: u64,
+    dead_letters: BTreeMap<u64, DeadLetter>,
+    next_dead_letter: u64,
+}
+
 impl MemoryStore {
     pub fn new() -> MemoryStore {
-        MemoryStore::default()
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+                ordered: Mutex::default(),
+            }),
+        }
     }
 
-    fn lock(&self) -> MutexGuard<'_, Inner> {
-        // A panic while the lock was held cannot leave a half-applied write:
-        // every write checks first and changes after. So a poisoned lock
-        // still guards consistent contents.
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        let mut hasher = DefaultHasher::new();
+        key.hash(&mut hasher);
+        lock(&self.inner.shards[(hasher.finish() % SHARDS as u64) as usize])
     }
+
+    fn ordered(&self) -> MutexGuard<'_, Ordered> {
+        lock(&self.inner.ordered)
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::new()
+    }
+}
+
+/// Locks a part of the store. A panic while a lock was held cannot leave a
+/// half-applied write: every write checks first and changes after. So a
+/// poisoned lock still guards consistent contents.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let inner = self.lock();
-        let instances: usize = inner.processes.values().map(|t| t.instances.len()).sum();
+        let instances: usize = self
+            .inner
+            .shards
+            .iter()
+            .map(|shard| lock(shard).0.values().map(|t| t.instances.len()).sum::<usize>())
+            .sum();
+        let ordered = self.ordered();
         f.debug_struct("MemoryStore")
             .field("instances", &instances)
-            .field("outbox", &inner.outbox.len())
-            .field("dead_letters", &inner.dead_letters.len())
+            .field("outbox", &ordered.outbox.len())
+            .field("dead_letters", &ordered.dead_letters.len())
             .finish()
     }
 }
@@ -75,12 +122,11 @@ impl Store for MemoryStore {
         process: &'static str,
         keys: Vec<Arc<str>>,
     ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
-        let inner = self.lock();
-        let table = inner.processes.get(process);
         let records = keys
             .iter()
             .map(|key| {
-                let stored = table?.instances.get(key)?;
+                let shard = self.shard(key);
+                let stored = shard.0.get(process)?.instances.get(key)?;
                 Some(InstanceRecord {
                     version: stored.version,
                     state: stored.state.clone(),
@@ -94,15 +140,30 @@ impl Store for MemoryStore {
     }
 
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
-        let mut inner = self.lock();
-        let outcomes = batch.instances.into_iter().map(|write| inner.write(write)).collect();
+        let mut outcomes = Vec::with_capacity(batch.instances.len());
+        for write in batch.instances {
+            let mut shard = self.shard(&write.key);
+            let (outcome, outbox) = shard.write(write);
+            // The outbox rows take their sequence numbers while the shard is
+            // still locked, so that an instance's rows keep its decision order.
+            let outcome = match (outcome, outbox) {
+                (CommitOutcome::Committed { .. }, Some((process, key, messages))) => {
+                    let sequences = self.ordered().append(process, &key, messages);
+                    CommitOutcome::Committed { outbox: sequences }
+                }
+                (outcome, _) => outcome,
+            };
+            drop(shard);
+            outcomes.push(outcome);
+        }
         for letter in batch.dead_letters {
             if let Letter::Timer(timer) = &letter.letter {
-                inner.drop_timer(timer);
+                self.shard(&timer.key).drop_timer(timer);
             }
-            inner.next_dead_letter += 1;
-            let id = inner.next_dead_letter;
-            inner.dead_letters.insert(
+            let mut ordered = self.ordered();
+            ordered.next_dead_letter += 1;
+            let id = ordered.next_dead_letter;
+            ordered.dead_letters.insert(
                 id,
                 DeadLetter {
                     id,
@@ -117,30 +178,31 @@ impl Store for MemoryStore {
     }
 
     fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
-        let mut inner = self.lock();
+        let mut ordered = self.ordered();
         for sequence in sequences {
-            inner.outbox.remove(&sequence);
+            ordered.outbox.remove(&sequence);
         }
         Box::pin(std::future::ready(Ok(())))
     }
 
     fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
-        let rows = self.lock().outbox.values().cloned().collect();
+        let rows = self.ordered().outbox.values().cloned().collect();
         Box::pin(std::future::ready(Ok(rows)))
     }
 
     fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
-        let inner = self.lock();
         let mut rows = Vec::new();
-        for (process, table) in &inner.processes {
-            for (key, stored) in &table.instances {
-                rows.extend(stored.timers.iter().map(|timer| TimerRow {
-                    process: process.clone(),
-                    key: key.to_string(),
-                    timer: timer.timer.to_string(),
-                    at: timer.at,
-                    id: timer.id,
-                }));
+        for shard in &self.inner.shards {
+            for (process, table) in &lock(shard).0 {
+                for (key, stored) in &table.instances {
+                    rows.extend(stored.timers.iter().map(|timer| TimerRow {
+                        process: process.clone(),
+                        key: key.to_string(),
+                        timer: timer.timer.to_string(),
+                        at: timer.at,
+                        id: timer.id,
+                    }));
+                }
             }
         }
         rows.sort_by_key(|row| (row.at, row.id));
@@ -148,32 +210,32 @@ impl Store for MemoryStore {
     }
 
     fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        let letters = self.lock().dead_letters.values().cloned().collect();
+        let letters = self.ordered().dead_letters.values().cloned().collect();
         Box::pin(std::future::ready(Ok(letters)))
     }
 
     fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
-        let mut inner = self.lock();
         let mut replayed = Replayed::default();
         for id in ids {
-            let Some(letter) = inner.dead_letters.remove(&id) else { continue };
+            let Some(letter) = self.ordered().dead_letters.remove(&id) else { continue };
             match letter.letter {
                 Letter::Message(message) => {
-                    inner.next_sequence += 1;
+                    let mut ordered = self.ordered();
+                    ordered.next_sequence += 1;
                     let row = OutboxRow {
-                        sequence: inner.next_sequence,
+                        sequence: ordered.next_sequence,
                         process: letter.process.unwrap_or_default(),
                         key: String::new(),
                         message,
                     };
-                    inner.outbox.insert(row.sequence, row.clone());
+                    ordered.outbox.insert(row.sequence, row.clone());
                     replayed.messages.push(row);
                 }
                 Letter::Timer(mut timer) => {
                     timer.at = now;
                     // A timer of an instance that has completed since has
                     // nothing left to do; replaying it only clears the letter.
-                    if inner.put_timer(&timer) {
+                    if self.shard(&timer.key).put_timer(&timer) {
                         replayed.timers.push(timer);
                     }
                 }
@@ -183,41 +245,56 @@ impl Store for MemoryStore {
     }
 
     fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
-        let mut inner = self.lock();
         let mut pruned = Pruned::default();
-        for table in inner.processes.values_mut() {
-            let (instances, inbox) = (table.instances.len(), table.inbox.len());
-            table.instances.retain(|_, stored| stored.completed_at.is_none_or(|at| at >= before));
-            table.inbox.retain(|_, at| *at >= before);
-            pruned.tombstones += (instances - table.instances.len()) as u64;
-            pruned.inbox += (inbox - table.inbox.len()) as u64;
+        for shard in &self.inner.shards {
+            for table in lock(shard).0.values_mut() {
+                let (instances, inbox) = (table.instances.len(), table.inbox.len());
+                table
+                    .instances
+                    .retain(|_, stored| stored.completed_at.is_none_or(|at| at >= before));
+                table.inbox.retain(|_, at| *at >= before);
+                pruned.tombstones += (instances - table.instances.len()) as u64;
+                pruned.inbox += (inbox - table.inbox.len()) as u64;
+            }
         }
         Box::pin(std::future::ready(Ok(pruned)))
     }
 }
 
-impl Inner {
+/// The outbox rows of a committed write, still to be numbered.
+type Outbox = Option<(&'static str, Arc<str>, Vec<Envelope>)>;
+
+impl Shard {
     /// Applies one instance write, all or nothing: every check comes before
-    /// the first change.
-    fn write(&mut self, write: InstanceWrite) -> CommitOutcome {
-        let table = match self.processes.get_mut(write.process) {
+    /// the first change. Returns its outbox rows for numbering.
+    fn write(&mut self, write: InstanceWrite) -> (CommitOutcome, Outbox) {
+        let table = match self.0.get_mut(write.process) {
             Some(table) => table,
-            None => self.processes.entry(write.process.to_owned()).or_default(),
+            None => self.0.entry(write.process.to_owned()).or_default(),
         };
-        let duplicates: Vec<MessageId> =
-            write.inbox.iter().copied().filter(|id| table.inbox.contains_key(id)).collect();
-        if !duplicates.is_empty() {
-            return CommitOutcome::Duplicate(duplicates);
-        }
         // One probe of the instance table: it is large, and each probe is
         // likely a cache miss.
         let stored = table.instances.get_mut(&write.key);
         let current = stored.as_ref().map(|s| s.version);
         if current != write.expected_version {
-            return CommitOutcome::Conflict;
+            return (CommitOutcome::Conflict, None);
         }
+        // One probe per inbox row too: insert, and take the new rows back
+        // out if one was there already.
+        let mut duplicates = Vec::new();
         for id in &write.inbox {
-            table.inbox.insert(*id, write.at);
+            match table.inbox.entry(*id) {
+                Entry::Occupied(_) => duplicates.push(*id),
+                Entry::Vacant(row) => {
+                    row.insert(write.at);
+                }
+            }
+        }
+        if !duplicates.is_empty() {
+            for id in write.inbox.iter().filter(|id| !duplicates.contains(id)) {
+                table.inbox.remove(id);
+            }
+            return (CommitOutcome::Duplicate(duplicates), None);
         }
         match stored {
             Some(stored) => {
@@ -236,38 +313,23 @@ impl Inner {
                 if write.completed_at.is_some() {
                     timers.clear();
                 }
-                table.instances.insert(
-                    write.key.clone(),
-                    Stored {
-                        version: write.version,
-                        state: write.state,
-                        data: write.data,
-                        completed_at: write.completed_at,
-                        timers,
-                    },
-                );
+                let stored = Stored {
+                    version: write.version,
+                    state: write.state,
+                    data: write.data,
+                    completed_at: write.completed_at,
+                    timers,
+                };
+                table.instances.insert(write.key.clone(), stored);
             }
         }
-        let mut sequences = Vec::with_capacity(write.outbox.len());
-        for message in write.outbox {
-            self.next_sequence += 1;
-            sequences.push(self.next_sequence);
-            self.outbox.insert(
-                self.next_sequence,
-                OutboxRow {
-                    sequence: self.next_sequence,
-                    process: write.process.to_owned(),
-                    key: write.key.to_string(),
-                    message,
-                },
-            );
-        }
-        CommitOutcome::Committed { outbox: sequences }
+        let outbox = (!write.outbox.is_empty()).then(|| (write.process, write.key, write.outbox));
+        (CommitOutcome::Committed { outbox: Vec::new() }, outbox)
     }
 
     fn drop_timer(&mut self, row: &TimerRow) {
         let stored = self
-            .processes
+            .0
             .get_mut(&row.process)
             .and_then(|table| table.instances.get_mut(row.key.as_str()));
         if let Some(stored) = stored {
@@ -278,7 +340,7 @@ impl Inner {
     /// Schedules a timer of a running instance; false if there is none.
     fn put_timer(&mut self, row: &TimerRow) -> bool {
         let stored = self
-            .processes
+            .0
             .get_mut(&row.process)
             .and_then(|table| table.instances.get_mut(row.key.as_str()));
         let Some(stored) = stored.filter(|stored| stored.completed_at.is_none()) else {
@@ -289,6 +351,24 @@ impl Inner {
             &[TimerChange::Schedule { timer: row.timer.as_str().into(), at: row.at, id: row.id }],
         );
         true
+    }
+}
+
+impl Ordered {
+    fn append(&mut self, process: &str, key: &str, messages: Vec<Envelope>) -> Vec<u64> {
+        let mut sequences = Vec::with_capacity(messages.len());
+        for message in messages {
+            self.next_sequence += 1;
+            sequences.push(self.next_sequence);
+            let row = OutboxRow {
+                sequence: self.next_sequence,
+                process: process.to_owned(),
+                key: key.to_owned(),
+                message,
+            };
+            self.outbox.insert(self.next_sequence, row);
+        }
+        sequences
     }
 }
 

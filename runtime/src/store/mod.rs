@@ -109,7 +109,9 @@ pub struct InstanceWrite {
     /// and its timers are dropped.
     pub completed_at: Option<Timestamp>,
     /// The ids of the messages handled. One that is already in the inbox
-    /// makes the outcome a [`CommitOutcome::Duplicate`].
+    /// makes the outcome a [`CommitOutcome::Duplicate`]. A store may keep
+    /// the inbox per process or per instance: a message is correlated by its
+    /// content, so a redelivery always reaches the instance that handled it.
     pub inbox: Vec<MessageId>,
     /// When the messages were handled: the inbox rows' time, for pruning.
     pub at: Timestamp,

@@ -255,6 +255,7 @@ fn serve(
     max_group: usize,
     transactions: &AtomicU64,
 ) {
+    let mut states = StateJson::default();
     while let Ok(first) = requests.recv() {
         let mut writes = Vec::new();
         let mut replies = Vec::new();
@@ -293,7 +294,7 @@ fn serve(
             next = if writes.len() < max_group { requests.try_recv().ok() } else { None };
         }
         if !writes.is_empty() {
-            let result = write_group(&mut connection, writes);
+            let result = write_group(&mut connection, writes, &mut states);
             if result.is_ok() {
                 transactions.fetch_add(1, Ordering::Relaxed);
             }
@@ -303,13 +304,17 @@ fn serve(
 }
 
 /// Applies every queued write in one transaction.
-fn write_group(connection: &mut Connection, writes: Vec<Write>) -> rusqlite::Result<Vec<Written>> {
+fn write_group(
+    connection: &mut Connection,
+    writes: Vec<Write>,
+    states: &mut StateJson,
+) -> rusqlite::Result<Vec<Written>> {
     let transaction =
         connection.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let mut written = Vec::with_capacity(writes.len());
     for write in writes {
         written.push(match write {
-            Write::Commit(batch) => Written::Commit(commit(&transaction, batch)?),
+            Write::Commit(batch) => Written::Commit(commit(&transaction, batch, states)?),
             Write::MarkSent(sequences) => {
                 let mut delete =
                     transaction.prepare_cached("DELETE FROM outbox WHERE sequence = ?1")?;
@@ -369,10 +374,17 @@ fn answer(replies: Vec<WriteReply>, result: rusqlite::Result<Vec<Written>>) {
     }
 }
 
-fn commit(transaction: &Transaction<'_>, batch: Batch) -> rusqlite::Result<Vec<CommitOutcome>> {
+fn commit(
+    transaction: &Transaction<'_>,
+    batch: Batch,
+    states: &mut StateJson,
+) -> rusqlite::Result<Vec<CommitOutcome>> {
     let mut outcomes = Vec::with_capacity(batch.instances.len());
-    for write in batch.instances {
-        outcomes.push(write_instance(transaction, write)?);
+    if !batch.instances.is_empty() {
+        let mut statements = Statements::prepare(transaction)?;
+        for write in batch.instances {
+            outcomes.push(write_instance(transaction, &mut statements, states, write)?);
+        }
     }
     for letter in batch.dead_letters {
         insert_dead_letter(transaction, letter)?;
@@ -380,32 +392,113 @@ fn commit(transaction: &Transaction<'_>, batch: Batch) -> rusqlite::Result<Vec<C
     Ok(outcomes)
 }
 
+/// The statements every instance write runs, prepared once per batch.
+struct Statements<'t> {
+    inbox: rusqlite::CachedStatement<'t>,
+    create: rusqlite::CachedStatement<'t>,
+    update: rusqlite::CachedStatement<'t>,
+}
+
+impl<'t> Statements<'t> {
+    fn prepare(transaction: &'t Transaction<'_>) -> rusqlite::Result<Statements<'t>> {
+        Ok(Statements {
+            inbox: transaction.prepare_cached(
+                "INSERT OR IGNORE INTO inbox (process, message_id, handled_at) VALUES (?1, ?2, ?3)",
+            )?,
+            create: transaction.prepare_cached(
+                "INSERT OR IGNORE INTO instances
+                 (process, key, version, state, data, completed_at, updated_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?,
+            update: transaction.prepare_cached(
+                "UPDATE instances SET version = ?3, state = ?4, data = ?5, completed_at = ?6,
+                 updated_at = ?7 WHERE process = ?1 AND key = ?2 AND version = ?8",
+            )?,
+        })
+    }
+}
+
+/// The JSON of the state bodies written lately, by identity: workers share
+/// one body per state, and there are few states, so most writes find theirs
+/// here instead of writing it again. Each entry holds its body, so that the
+/// address it is found by cannot be reused by another value.
+#[derive(Default)]
+struct StateJson(Vec<(Arc<dyn crate::message::Payload>, Arc<[u8]>)>);
+
+impl StateJson {
+    fn get(&mut self, body: &Body) -> Result<Json, serde_json::Error> {
+        let Body::Value(value) = body else { return json(body) };
+        if let Some((_, json)) = self.0.iter().find(|(known, _)| Arc::ptr_eq(known, value)) {
+            return Ok(Json::Shared(json.clone()));
+        }
+        let json: Arc<[u8]> = value.to_json()?.into();
+        if self.0.len() >= 64 {
+            self.0.clear();
+        }
+        self.0.push((value.clone(), json.clone()));
+        Ok(Json::Shared(json))
+    }
+}
+
+/// JSON bytes, written as text.
+enum Json {
+    Shared(Arc<[u8]>),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Json {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Json::Shared(bytes) => bytes,
+            Json::Owned(bytes) => bytes,
+        }
+    }
+}
+
+impl ToSql for Json {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self)))
+    }
+}
+
+fn json(body: &Body) -> Result<Json, serde_json::Error> {
+    match body {
+        Body::Value(value) => value.to_json().map(Json::Owned),
+        Body::Json(bytes) => Ok(Json::Shared(bytes.clone())),
+    }
+}
+
 /// The JSON of an instance write, made before anything is written so that a
 /// value that cannot be written changes nothing.
 struct Encoded {
-    state: Arc<[u8]>,
-    data: Arc<[u8]>,
-    bodies: Vec<Arc<[u8]>>,
+    state: Json,
+    data: Json,
+    bodies: Vec<Json>,
 }
 
-fn encode(write: &InstanceWrite) -> Result<Encoded, String> {
-    let json = |body: &Body, what: &str| {
-        body.to_json().map_err(|e| format!("the {what} cannot be written as JSON: {e}"))
-    };
-    let state = json(&write.state, "state")?;
-    let data = json(&write.data, "data")?;
+fn encode(write: &InstanceWrite, states: &mut StateJson) -> Result<Encoded, String> {
+    let failed =
+        |what: &str, e: serde_json::Error| format!("the {what} cannot be written as JSON: {e}");
+    let state = states.get(&write.state).map_err(|e| failed("state", e))?;
+    let data = json(&write.data).map_err(|e| failed("data", e))?;
     let mut bodies = Vec::with_capacity(write.outbox.len());
     for message in &write.outbox {
-        bodies.push(json(&message.body, &format!("body of `{}`", message.name))?);
+        bodies.push(
+            json(&message.body).map_err(|e| failed(&format!("body of `{}`", message.name), e))?,
+        );
     }
     Ok(Encoded { state, data, bodies })
 }
 
 fn write_instance(
     transaction: &Transaction<'_>,
+    statements: &mut Statements<'_>,
+    states: &mut StateJson,
     write: InstanceWrite,
 ) -> rusqlite::Result<CommitOutcome> {
-    let encoded = match encode(&write) {
+    let encoded = match encode(&write, states) {
         Ok(encoded) => encoded,
         Err(reason) => return Ok(CommitOutcome::Failed(reason)),
     };
@@ -415,23 +508,18 @@ fn write_instance(
     // The inbox first: a message handled before makes the whole write a duplicate.
     let mut inserted = Vec::with_capacity(write.inbox.len());
     let mut duplicates = Vec::new();
-    {
-        let mut insert = transaction.prepare_cached(
-            "INSERT OR IGNORE INTO inbox (process, message_id, handled_at) VALUES (?1, ?2, ?3)",
-        )?;
-        for id in &write.inbox {
-            if insert.execute(params![process, Id(*id), time(write.at)])? == 1 {
-                inserted.push(*id);
-            } else {
-                duplicates.push(*id);
-            }
+    for id in &write.inbox {
+        if statements.inbox.execute(params![process, blob(*id), time(write.at)])? == 1 {
+            inserted.push(*id);
+        } else {
+            duplicates.push(*id);
         }
     }
     let undo_inbox = |inserted: &[MessageId]| -> rusqlite::Result<()> {
         let mut delete = transaction
             .prepare_cached("DELETE FROM inbox WHERE process = ?1 AND message_id = ?2")?;
         for id in inserted {
-            delete.execute(params![process, Id(*id)])?;
+            delete.execute(params![process, blob(*id)])?;
         }
         Ok(())
     };
@@ -443,36 +531,25 @@ fn write_instance(
     // Then the version: the instance must be as the decisions saw it.
     let completed = write.completed_at.map(time);
     let changed = match write.expected_version {
-        None => transaction
-            .prepare_cached(
-                "INSERT OR IGNORE INTO instances
-                 (process, key, version, state, data, completed_at, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-            )?
-            .execute(params![
-                process,
-                key,
-                write.version as i64,
-                Json(&encoded.state),
-                Json(&encoded.data),
-                completed,
-                time(write.at)
-            ])?,
-        Some(expected) => transaction
-            .prepare_cached(
-                "UPDATE instances SET version = ?3, state = ?4, data = ?5, completed_at = ?6,
-                 updated_at = ?7 WHERE process = ?1 AND key = ?2 AND version = ?8",
-            )?
-            .execute(params![
-                process,
-                key,
-                write.version as i64,
-                Json(&encoded.state),
-                Json(&encoded.data),
-                completed,
-                time(write.at),
-                expected as i64
-            ])?,
+        None => statements.create.execute(params![
+            process,
+            key,
+            write.version as i64,
+            encoded.state,
+            encoded.data,
+            completed,
+            time(write.at)
+        ])?,
+        Some(expected) => statements.update.execute(params![
+            process,
+            key,
+            write.version as i64,
+            encoded.state,
+            encoded.data,
+            completed,
+            time(write.at),
+            expected as i64
+        ])?,
     };
     if changed != 1 {
         undo_inbox(&inserted)?;
@@ -501,6 +578,9 @@ fn write_instance(
             .prepare_cached("DELETE FROM timers WHERE process = ?1 AND key = ?2")?
             .execute(params![process, key])?;
     }
+    if write.outbox.is_empty() {
+        return Ok(CommitOutcome::Committed { outbox: Vec::new() });
+    }
 
     let mut sequences = Vec::with_capacity(write.outbox.len());
     let mut insert = transaction.prepare_cached(
@@ -509,11 +589,11 @@ fn write_instance(
     )?;
     for (message, body) in write.outbox.iter().zip(&encoded.bodies) {
         insert.execute(params![
-            Id(message.id),
+            blob(message.id),
             &*message.name,
             message.kind.as_str(),
-            Json(body),
-            message.causation.map(Id),
+            body,
+            message.causation.map(blob),
             time(message.time),
             process,
             key
@@ -536,7 +616,7 @@ fn schedule_timer(
             "INSERT INTO timers (process, key, timer, at, id) VALUES (?1, ?2, ?3, ?4, ?5)
              ON CONFLICT (process, key, timer) DO UPDATE SET at = excluded.at, id = excluded.id",
         )?
-        .execute(params![process, key, timer, time(at), Id(id)])?;
+        .execute(params![process, key, timer, time(at), blob(id)])?;
     Ok(())
 }
 
@@ -551,7 +631,7 @@ fn drop_timer(
         .prepare_cached(
             "DELETE FROM timers WHERE process = ?1 AND key = ?2 AND timer = ?3 AND id = ?4",
         )?
-        .execute(params![process, key, timer, Id(id)])?;
+        .execute(params![process, key, timer, blob(id)])?;
     Ok(())
 }
 
@@ -574,10 +654,10 @@ fn insert_dead_letter(
             };
             insert.execute(params![
                 message.kind.as_str(),
-                Id(message.id),
+                blob(message.id),
                 &*message.name,
                 body,
-                message.causation.map(Id),
+                message.causation.map(blob),
                 time(message.time),
                 letter.process,
                 Option::<&str>::None,
@@ -589,7 +669,7 @@ fn insert_dead_letter(
             drop_timer(transaction, &timer.process, &timer.key, &timer.timer, timer.id)?;
             insert.execute(params![
                 "timer",
-                Id(timer.id),
+                blob(timer.id),
                 timer.timer,
                 Option::<&str>::None,
                 Option::<Id>::None,
@@ -634,11 +714,11 @@ fn replay(
                          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, '')",
                     )?
                     .execute(params![
-                        Id(message.id),
+                        blob(message.id),
                         &*message.name,
                         message.kind.as_str(),
-                        Json(&body),
-                        message.causation.map(Id),
+                        Json::Shared(body),
+                        message.causation.map(blob),
                         time(message.time),
                         &process
                     ])?;
@@ -811,20 +891,15 @@ fn read_dead_letter(row: &rusqlite::Row<'_>) -> rusqlite::Result<DeadLetter> {
 }
 
 /// A message id as a 16-byte blob.
-struct Id(MessageId);
+struct Id([u8; 16]);
+
+fn blob(id: MessageId) -> Id {
+    Id(id.as_uuid().into_bytes())
+}
 
 impl ToSql for Id {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Owned(rusqlite::types::Value::Blob(self.0.as_uuid().as_bytes().to_vec())))
-    }
-}
-
-/// JSON bytes written as text.
-struct Json<'a>(&'a [u8]);
-
-impl ToSql for Json<'_> {
-    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.0)))
+        Ok(ToSqlOutput::Borrowed(ValueRef::Blob(&self.0)))
     }
 }
 
