@@ -131,7 +131,8 @@ pub struct Timestamp(pub u64);
 impl Timestamp {
     pub fn now() -> Timestamp {
         let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
-        Timestamp(u64::try_from(since.as_millis()).unwrap_or(u64::MAX))
+        // Seconds and milliseconds apart: `as_millis` divides 128-bit numbers.
+        Timestamp(since.as_secs().saturating_mul(1000) + u64::from(since.subsec_millis()))
     }
 
     pub fn millis(self) -> u64 {

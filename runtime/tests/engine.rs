@@ -392,3 +392,71 @@ async fn instances_are_spread_over_workers_and_all_commit() {
     assert_eq!((stats.handled, stats.commands_delivered), (750, 250));
     assert!(test.store.pending_outbox().await.unwrap().is_empty());
 }
+
+/// Records the spans opened while it is the default subscriber, with their fields.
+#[derive(Clone, Default)]
+struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+
+struct Fields<'a>(&'a mut Vec<(String, String)>);
+
+impl tracing::field::Visit for Fields<'_> {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        self.0.push((field.name().to_owned(), format!("{value:?}")));
+    }
+
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        self.0.push((field.name().to_owned(), value.to_owned()));
+    }
+}
+
+impl tracing::Subscriber for Spans {
+    fn enabled(&self, _: &tracing::Metadata<'_>) -> bool {
+        true
+    }
+
+    fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
+        let mut fields = Vec::new();
+        span.record(&mut Fields(&mut fields));
+        let mut spans = self.0.lock().unwrap();
+        spans.push((span.metadata().name().to_owned(), fields));
+        tracing::span::Id::from_u64(spans.len() as u64)
+    }
+
+    fn record(&self, _: &tracing::span::Id, _: &tracing::span::Record<'_>) {}
+    fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
+    fn event(&self, _: &tracing::Event<'_>) {}
+    fn enter(&self, _: &tracing::span::Id) {}
+    fn exit(&self, _: &tracing::span::Id) {}
+}
+
+#[tokio::test]
+async fn each_message_is_handled_in_a_span_naming_process_key_state_and_id() {
+    let spans = Spans::default();
+    let _default = tracing::subscriber::set_default(spans.clone());
+    let test = TestEngine::start(orders);
+    // Delivered as a bus would: with its own id and the time it was sent.
+    let placed = Envelope::event(placed(16)).with_time(test.now());
+    test.engine.deliver(placed.clone());
+    test.engine.idle().await;
+    test.advance(HOUR).await;
+    assert_eq!(test.commands::<Nudge>().len(), 1);
+
+    let spans = spans.0.lock().unwrap();
+    let messages: Vec<&Vec<(String, String)>> =
+        spans.iter().filter(|(name, _)| name == "message").map(|(_, fields)| fields).collect();
+    let field = |fields: &[(String, String)], name: &str| {
+        fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default()
+    };
+    let first = messages.first().expect("no span for the message");
+    assert_eq!(field(first, "process"), "Order");
+    assert_eq!(field(first, "key"), "16");
+    assert_eq!(field(first, "state"), "Idle");
+    assert_eq!(field(first, "id"), placed.id.to_string());
+    assert_eq!(field(first, "input"), "Placed");
+    // The timer went through the same path, in the state it met.
+    assert!(
+        messages.iter().any(|f| field(f, "input") == "timer Remind" && field(f, "state") == "Open"),
+        "{messages:?}"
+    );
+    assert!(spans.iter().any(|(name, _)| name == "handler"), "the Nudge handler ran in no span");
+}

@@ -218,7 +218,8 @@ async fn work<P: Process>(
     let mut states = States::default();
     while let Some(first) = jobs.recv().await {
         let Some(shared) = weak.upgrade() else { return };
-        let mut batch = vec![first];
+        let mut batch = Vec::with_capacity((jobs.len() + 1).min(shared.config.max_batch));
+        batch.push(first);
         while batch.len() < shared.config.max_batch {
             match jobs.try_recv() {
                 Ok(job) => batch.push(job),

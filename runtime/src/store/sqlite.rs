@@ -423,7 +423,10 @@ impl<'t> Statements<'t> {
 /// here instead of writing it again. Each entry holds its body, so that the
 /// address it is found by cannot be reused by another value.
 #[derive(Default)]
-struct StateJson(Vec<(Arc<dyn crate::message::Payload>, Arc<[u8]>)>);
+struct StateJson(Vec<(Value, Arc<[u8]>)>);
+
+/// A typed value as bodies hold it.
+type Value = Arc<dyn crate::message::Payload>;
 
 impl StateJson {
     fn get(&mut self, body: &Body) -> Result<Json, serde_json::Error> {
