@@ -395,9 +395,12 @@ async fn instances_are_spread_over_workers_and_all_commit() {
 
 /// Records the spans opened while it is the default subscriber, with their fields.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+struct Spans(Arc<Mutex<Vec<(String, Vec<Field>)>>>);
 
-struct Fields<'a>(&'a mut Vec<(String, String)>);
+/// A field of a span: its name and its value as text.
+type Field = (String, String);
+
+struct Fields<'a>(&'a mut Vec<Field>);
 
 impl tracing::field::Visit for Fields<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
@@ -442,9 +445,9 @@ async fn each_message_is_handled_in_a_span_naming_process_key_state_and_id() {
     assert_eq!(test.commands::<Nudge>().len(), 1);
 
     let spans = spans.0.lock().unwrap();
-    let messages: Vec<&Vec<(String, String)>> =
+    let messages: Vec<&Vec<Field>> =
         spans.iter().filter(|(name, _)| name == "message").map(|(_, fields)| fields).collect();
-    let field = |fields: &[(String, String)], name: &str| {
+    let field = |fields: &[Field], name: &str| {
         fields.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone()).unwrap_or_default()
     };
     let first = messages.first().expect("no span for the message");
