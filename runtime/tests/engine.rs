@@ -395,7 +395,10 @@ async fn instances_are_spread_over_workers_and_all_commit() {
 
 /// Records the spans opened while it is the default subscriber, with their fields.
 #[derive(Clone, Default)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<Field>)>>>);
+struct Spans(Arc<Mutex<Vec<Span>>>);
+
+/// A span's name and fields.
+type Span = (String, Vec<Field>);
 
 /// A field of a span: its name and its value as text.
 type Field = (String, String);
