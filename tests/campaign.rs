@@ -70,9 +70,11 @@ async fn many_campaigns_run_side_by_side() {
     }
     engine.idle().await;
 
-    let tracked = campaigns.tracked.lock().unwrap();
-    let rejected = tracked.iter().filter(|t| matches!(t, Tracked::Rejected(_))).count();
-    assert_eq!((tracked.len(), rejected), (200, 67));
+    let (tracked, rejected) = {
+        let tracked = campaigns.tracked.lock().unwrap();
+        (tracked.len(), tracked.iter().filter(|t| matches!(t, Tracked::Rejected(_))).count())
+    };
+    assert_eq!((tracked, rejected), (200, 67));
     assert!(engine.dead_letters().await.unwrap().is_empty());
 }
 
@@ -89,7 +91,11 @@ async fn answers_after_completion_or_before_activation_change_nothing() {
     });
     engine.idle().await;
     assert!(
-        engine.instance::<CampaignPublishing>(&CampaignId("stray".to_owned())).await.unwrap().is_none()
+        engine
+            .instance::<CampaignPublishing>(&CampaignId("stray".to_owned()))
+            .await
+            .unwrap()
+            .is_none()
     );
     assert_eq!(engine.stats().ignored_at_start, 1);
 
