@@ -2,7 +2,7 @@
 //! outcomes of the publisher, and what happens to messages that arrive when
 //! they no longer matter.
 
-#[path = "../examples/campaign.rs"]
+#[path = "../examples/campaign/process.rs"]
 mod campaign;
 
 use campaign::*;

@@ -48,7 +48,7 @@ Exit codes:
      command line is wrong
 
 Examples:
-  switchyard graph examples/campaign.yard | dot -Tsvg > campaign.svg
+  switchyard graph examples/campaign/campaign.yard | dot -Tsvg > campaign.svg
   switchyard graph orders.yard --process Fulfilment --format mermaid";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]

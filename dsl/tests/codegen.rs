@@ -18,7 +18,7 @@ fn format(tokens: proc_macro2::TokenStream) -> String {
 
 #[test]
 fn campaign() {
-    insta::assert_snapshot!(generated(include_str!("../../examples/campaign.yard")));
+    insta::assert_snapshot!(generated(include_str!("../../examples/campaign/campaign.yard")));
 }
 
 #[test]

@@ -90,7 +90,12 @@ fn yard_files(dir: &Path) -> Vec<PathBuf> {
 fn good_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = yard_files(&root.join("tests/corpus/good"));
-    files.extend(yard_files(&root.join("../examples")));
+    for entry in std::fs::read_dir(root.join("../examples")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(yard_files(&path));
+        }
+    }
     files
 }
 

@@ -12,7 +12,7 @@ fn check(text: &str, expected: &str) {
     assert_eq!(rendered.trim_end(), expected.trim(), "\n--- rendered ---\n{rendered}");
 }
 
-const CAMPAIGN: &str = include_str!("../../examples/campaign.yard");
+const CAMPAIGN: &str = include_str!("../../examples/campaign/campaign.yard");
 
 #[test]
 fn the_campaign_saga_is_clean() {

@@ -22,7 +22,7 @@ fn process_of(text: &str) -> ProcessModel {
     model.processes.remove(0)
 }
 
-const CAMPAIGN: &str = "examples/campaign.yard";
+const CAMPAIGN: &str = "examples/campaign/campaign.yard";
 const RICH: &str = "dsl/tests/corpus/good/graph_rich.yard";
 
 #[test]

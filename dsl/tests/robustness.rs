@@ -6,8 +6,10 @@
 use proptest::prelude::*;
 use switchyard_dsl::{Source, compile};
 
-const GOOD: &[&str] =
-    &[include_str!("corpus/good/registration.yard"), include_str!("../../examples/campaign.yard")];
+const GOOD: &[&str] = &[
+    include_str!("corpus/good/registration.yard"),
+    include_str!("../../examples/campaign/campaign.yard"),
+];
 
 const TOKENS: &[&str] = &[
     "process",

@@ -1,0 +1,38 @@
+//! Prints the engine's tracing events as lines of the message flow, for the
+//! examples: `tracing_subscriber::fmt().event_format(Flow)`.
+
+use std::fmt;
+
+use tracing::field::{Field, Visit};
+use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, format};
+use tracing_subscriber::registry::LookupSpan;
+
+/// Writes each event's message, indented under the examples' own lines.
+pub struct Flow;
+
+struct Message<'w, 'a>(&'w mut format::Writer<'a>);
+
+impl Visit for Message<'_, '_> {
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if field.name() == "message" {
+            let _ = write!(self.0, "{value:?}");
+        }
+    }
+}
+
+impl<S, N> FormatEvent<S, N> for Flow
+where
+    S: tracing::Subscriber + for<'a> LookupSpan<'a>,
+    N: for<'a> FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        _: &FmtContext<'_, S, N>,
+        mut writer: format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> fmt::Result {
+        write!(writer, "  engine      ")?;
+        event.record(&mut Message(&mut writer));
+        writeln!(writer)
+    }
+}
