@@ -163,9 +163,43 @@ fn keyword_word(rule: Rule) -> Option<&'static str> {
     })
 }
 
+/// The span of a pair, without the whitespace and comments that pest takes
+/// in when a rule ends with an optional or repeated part that did not match:
+/// a span ends at its last token.
 fn span(pair: &Pair<'_, Rule>) -> Span {
     let s = pair.as_span();
-    Span::new(s.start(), s.end())
+    Span::new(s.start(), s.start() + without_trailing_trivia(s.as_str()).len())
+}
+
+fn without_trailing_trivia(mut text: &str) -> &str {
+    loop {
+        let trimmed = text.trim_end();
+        let line_start = trimmed.rfind('\n').map_or(0, |i| i + 1);
+        if let Some(comment) = line_comment_start(&trimmed[line_start..]) {
+            text = &trimmed[..line_start + comment];
+        } else if let Some(open) = trimmed.strip_suffix("*/").and_then(|t| t.rfind("/*")) {
+            text = &trimmed[..open];
+        } else {
+            return trimmed;
+        }
+    }
+}
+
+/// Where a `//` comment starts on one line, outside string literals.
+fn line_comment_start(line: &str) -> Option<usize> {
+    let bytes = line.as_bytes();
+    let mut in_string = false;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'\\' if in_string => i += 1,
+            b'"' => in_string = !in_string,
+            b'/' if !in_string && bytes.get(i + 1) == Some(&b'/') => return Some(i),
+            _ => {}
+        }
+        i += 1;
+    }
+    None
 }
 
 fn ident(pair: Pair<'_, Rule>) -> Ident {
