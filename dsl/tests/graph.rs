@@ -147,3 +147,23 @@ fn strip_escapes(text: &str) -> String {
     }
     out
 }
+
+/// The Mermaid graphs in `docs/examples.md` are what `graph::mermaid` draws
+/// for the files their marker names, so the docs cannot drift from the files.
+#[test]
+fn the_graphs_in_the_docs_match_the_files() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let docs = std::fs::read_to_string(root.join("docs/examples.md")).unwrap();
+    let mut checked = 0;
+    for part in docs.split("<!-- switchyard graph ").skip(1) {
+        let (file, rest) = part.split_once(" -->").unwrap();
+        let block = rest.split("```mermaid\n").nth(1).unwrap().split("```").next().unwrap();
+        assert_eq!(
+            block.trim_end(),
+            graph::mermaid(&process(file)).trim_end(),
+            "the graph of `{file}` in docs/examples.md is out of date: run `switchyard graph {file} --format mermaid`"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 3, "docs/examples.md should show the graph of every example");
+}

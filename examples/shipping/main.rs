@@ -34,7 +34,7 @@ pub struct ChaseWarehouse {
 }
 
 /// The warehouse: it ships order 1 at once and forgets order 2.
-async fn warehouse(command: ShipOrder, ctx: CommandContext) -> Result<(), HandlerError> {
+pub async fn warehouse(command: ShipOrder, ctx: CommandContext) -> Result<(), HandlerError> {
     println!("warehouse <- ship order {} to {}", command.order_id, command.address);
     if command.order_id == 1 {
         ctx.publish(OrderShipped { order_id: command.order_id });
