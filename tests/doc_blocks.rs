@@ -72,7 +72,8 @@ fn every_rust_block_of_the_docs_is_built_code() {
         .into_iter()
         .map(|path| {
             let text = std::fs::read_to_string(&path).unwrap();
-            let lines = text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
+            let lines =
+                text.lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect();
             (path, lines)
         })
         .collect();
