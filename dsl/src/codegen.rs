@@ -79,8 +79,6 @@ struct Locals {
     state: Ident,
     input: Ident,
     ctx: Ident,
-    outputs: Ident,
-    timers: Ident,
     next_data: Ident,
 }
 
@@ -91,8 +89,6 @@ impl Locals {
             state: local("state"),
             input: local("input"),
             ctx: local("ctx"),
-            outputs: local("outputs"),
-            timers: local("timers"),
             next_data: local("next_data"),
         }
     }
@@ -505,13 +501,18 @@ fn handler_body(
 ) -> TokenStream {
     let private = private();
     let Names { state, output, timer, .. } = names;
-    let Locals { state: state_local, outputs, timers, next_data, .. } = locals;
+    let Locals { state: state_local, next_data, .. } = locals;
+    // Each message and timer change is computed where its statement stands
+    // (so it reads the data as the statements before it left them), kept in
+    // a local, and the lists are built at the end with `vec![...]`: exactly
+    // one allocation per non-empty list, none for an empty one, and no
+    // capacity check per element.
+    let local = |kind: &str, index: usize| Ident::new(&format!("{kind}_{index}"), Span::mixed_site());
     let mut statements = Vec::new();
-    let (mut emits, mut timer_ops, mut sets) = (0usize, 0usize, false);
+    let (mut emitted, mut changed, mut sets) = (Vec::new(), Vec::new(), false);
     for action in &handler.actions {
         statements.push(match action {
             Action::Emit { output: index, fields, span } => {
-                emits += 1;
                 let path = type_path(g, &p.outputs[*index].path);
                 let variant = output_variant(&p.outputs[*index]);
                 let value = match fields {
@@ -522,7 +523,9 @@ fn handler_body(
                     }
                     None => path,
                 };
-                quote!(#outputs.push(#output::#variant(#value));)
+                let name = local("output", emitted.len());
+                emitted.push(name.clone());
+                quote!(let #name = #output::#variant(#value);)
             }
             Action::Set { field, value, .. } => {
                 sets = true;
@@ -531,7 +534,6 @@ fn handler_body(
                 quote!(data.#field = #value;)
             }
             Action::Schedule { timer: index, when, .. } => {
-                timer_ops += 1;
                 let variant = g.ident(&p.timers[*index].name);
                 let at = match when {
                     ast::ScheduleWhen::After(delay) => {
@@ -541,12 +543,15 @@ fn handler_body(
                     }
                     ast::ScheduleWhen::At(at) => expr(g, at, Mode::Value),
                 };
-                quote!(#timers.push(#private::TimerOp::Schedule { timer: #timer::#variant, at: #at });)
+                let name = local("timer", changed.len());
+                changed.push(name.clone());
+                quote!(let #name = #private::TimerOp::Schedule { timer: #timer::#variant, at: #at };)
             }
             Action::Cancel { timer: index, .. } => {
-                timer_ops += 1;
                 let variant = g.ident(&p.timers[*index].name);
-                quote!(#timers.push(#private::TimerOp::Cancel { timer: #timer::#variant });)
+                let name = local("timer", changed.len());
+                changed.push(name.clone());
+                quote!(let #name = #private::TimerOp::Cancel { timer: #timer::#variant };)
             }
         });
     }
@@ -557,30 +562,23 @@ fn handler_body(
         }
         None => quote!(#state_local),
     };
-    // Exactly one allocation per non-empty list, none for an empty one.
-    let vec = |count: usize| {
-        if count == 0 {
+    let list = |names: &[Ident]| {
+        if names.is_empty() {
             quote!(::std::vec::Vec::new())
         } else {
-            quote!(::std::vec::Vec::with_capacity(#count))
+            quote!(::std::vec![#(#names),*])
         }
     };
-    let (outputs_vec, timers_vec) = (vec(emits), vec(timer_ops));
+    let (outputs, timers) = (list(&emitted), list(&changed));
     if sets {
         quote! {
-            let mut #outputs = #outputs_vec;
-            let mut #timers = #timers_vec;
             let mut #next_data = ::core::clone::Clone::clone(data);
-            {
-                let data = &mut #next_data;
-                #(#statements)*
-            }
+            let data = &mut #next_data;
+            #(#statements)*
             #private::Decision::handled(#next, ::core::option::Option::Some(#next_data), #outputs, #timers)
         }
     } else {
         quote! {
-            let mut #outputs = #outputs_vec;
-            let mut #timers = #timers_vec;
             #(#statements)*
             #private::Decision::handled(#next, ::core::option::Option::None, #outputs, #timers)
         }
