@@ -156,7 +156,6 @@ pub enum OrderStatus {
 
 #[derive(Clone, Debug)]
 pub struct Order {
-    pub conference_id: ConferenceId,
     pub seats: Vec<SeatQuantity>,
     pub status: OrderStatus,
 }
@@ -237,11 +236,7 @@ impl Contexts {
         seats: Vec<SeatQuantity>,
         now: Timestamp,
     ) -> OrderPlaced {
-        let order = Order {
-            conference_id: conference_id.clone(),
-            seats: seats.clone(),
-            status: OrderStatus::Placed,
-        };
+        let order = Order { seats: seats.clone(), status: OrderStatus::Placed };
         self.orders.lock().unwrap().insert(order_id.clone(), order);
         println!("  orders      order {:?} placed: {}", order_id.0, describe(&seats));
         OrderPlaced {
