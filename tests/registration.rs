@@ -501,7 +501,7 @@ async fn end_to_end_seats_not_available_go_on_the_wait_list() {
         order_id: id("o-4"),
         seats: vec![SeatQuantity::new("workshop", 1)],
     };
-    assert_eq!(test.commands::<AddToWaitList>(), [waiting.clone()]);
+    assert_eq!(test.commands::<AddToWaitList>(), std::slice::from_ref(&waiting));
     assert_eq!(*state.wait_list.lock().unwrap(), [waiting]);
     assert_eq!(test.commands::<MarkSeatsAsReserved>(), [mark("o-4", held.clone())]);
     assert_eq!(test.commands::<CommitSeatReservation>(), [commit("o-4")]);
