@@ -203,24 +203,38 @@ fn process(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
     };
 
     let Locals { state: state_local, input: input_local, ctx, .. } = &locals;
+    // One arm per handled (state, input) pair, and one arm for every pair
+    // that changes nothing, as an or-pattern with each pair spelt out: still
+    // no wildcard, and the compiler sees one shared body instead of many.
     let mut arms = Vec::new();
+    let mut unchanged = Vec::new();
     for (s, variant) in p.states.iter().zip(&state_variants) {
         for (handling, input_model) in s.table.iter().zip(&p.inputs) {
             let input_variant = g.ident(&input_model.name);
             let is_timer = matches!(input_model.kind, InputKind::Timer(_));
-            let pattern = match (is_timer, handling) {
-                (true, _) => quote!(#input::#input_variant),
-                (false, Handling::Handled(_)) => quote!(#input::#input_variant(event)),
-                (false, _) => quote!(#input::#input_variant(_)),
-            };
-            let body = match handling {
-                Handling::Handled(handlers) => handled(g, p, &names, &locals, handlers),
-                Handling::Ignored(_) | Handling::NotPending | Handling::Completed => {
-                    quote!(#private::Decision::ignored(#state_local))
+            match handling {
+                Handling::Handled(handlers) => {
+                    let pattern = if is_timer {
+                        quote!(#input::#input_variant)
+                    } else {
+                        quote!(#input::#input_variant(event))
+                    };
+                    let body = handled(g, p, &names, &locals, handlers);
+                    arms.push(quote!((#state::#variant, #pattern) => { #body }));
                 }
-            };
-            arms.push(quote!((#state::#variant, #pattern) => { #body }));
+                Handling::Ignored(_) | Handling::NotPending | Handling::Completed => {
+                    let pattern = if is_timer {
+                        quote!(#input::#input_variant)
+                    } else {
+                        quote!(#input::#input_variant(_))
+                    };
+                    unchanged.push(quote!((#state::#variant, #pattern)));
+                }
+            }
         }
+    }
+    if !unchanged.is_empty() {
+        arms.push(quote!(#(#unchanged)|* => #private::Decision::ignored(#state_local),));
     }
     let timer_inputs = if timer_variants.is_empty() {
         quote!(match timer {})
@@ -507,7 +521,8 @@ fn handler_body(
     // a local, and the lists are built at the end with `vec![...]`: exactly
     // one allocation per non-empty list, none for an empty one, and no
     // capacity check per element.
-    let local = |kind: &str, index: usize| Ident::new(&format!("{kind}_{index}"), Span::mixed_site());
+    let local =
+        |kind: &str, index: usize| Ident::new(&format!("{kind}_{index}"), Span::mixed_site());
     let mut statements = Vec::new();
     let (mut emitted, mut changed, mut sets) = (Vec::new(), Vec::new(), false);
     for action in &handler.actions {
