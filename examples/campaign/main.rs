@@ -4,7 +4,9 @@
 //! `TrackPublishingRejection`.
 //!
 //! The process is declared in `campaign.yard`, its messages and contexts in
-//! `process.rs`; this file runs two campaigns and prints the message flow.
+//! `process.rs`; this file runs two campaigns and prints the message flow,
+//! with the outbox at work: each decision is committed (state, inbox row,
+//! outbox rows) in one transaction before the relay sends what it decided.
 //!
 //! Run it with `cargo run --example campaign`.
 
@@ -21,7 +23,7 @@ async fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "switchyard_runtime=info".into()),
+                .unwrap_or_else(|_| "switchyard_runtime=info,switchyard::outbox=info".into()),
         )
         .event_format(flow::Flow)
         .init();

@@ -14,7 +14,7 @@ use std::sync::Weak;
 use std::sync::atomic::Ordering;
 
 use tokio::sync::mpsc;
-use tracing::warn;
+use tracing::{info, warn};
 
 use super::Shared;
 use crate::bus::{Settle, Settled};
@@ -53,6 +53,11 @@ async fn send(
     settled: &mpsc::UnboundedSender<(Vec<Pending>, Settled)>,
 ) {
     let mut failures = 0;
+    info!(
+        target: "switchyard::outbox",
+        "relay: sending {}",
+        batch.iter().map(|row| row.message.name.as_ref()).collect::<Vec<_>>().join(", ")
+    );
     loop {
         let messages = batch.iter().map(|row| row.message.clone()).collect();
         let rows = batch.clone();
@@ -113,6 +118,7 @@ async fn mark(weak: Weak<Shared>, mut settled: mpsc::UnboundedReceiver<(Vec<Pend
         }
         if !sent.is_empty() {
             let count = sent.len();
+            info!(target: "switchyard::outbox", "relay: {count} outbox row(s) delivered and marked sent");
             shared.persist("mark outbox rows sent", || shared.store.mark_sent(sent.clone())).await;
             shared.finish(count);
         }

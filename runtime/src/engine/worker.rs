@@ -264,11 +264,25 @@ async fn handle_batch<P: Process>(
             batch.dead_letters.extend(plan.dead.iter().map(|(_, letter)| letter.clone()));
         }
         let dead_letters = batch.dead_letters.len() as u64;
+        let committed = (
+            batch.instances.len(),
+            batch.instances.iter().map(|w| w.outbox.len()).sum::<usize>(),
+            batch.instances.iter().map(|w| w.timers.len()).sum::<usize>(),
+        );
         let result = if batch.instances.is_empty() && batch.dead_letters.is_empty() {
             Ok(Vec::new())
         } else {
             shared.store.commit(batch).await
         };
+        if result.is_ok() && committed.0 > 0 {
+            // Under its own target, so that a program can show the outbox at
+            // work without the rest of the engine's debugging.
+            info!(
+                target: "switchyard::outbox",
+                "commit: {} instance(s), their inbox rows, {} outbox row(s), {} timer change(s), in one transaction",
+                committed.0, committed.1, committed.2
+            );
+        }
         let outcomes = match result {
             Ok(outcomes) => outcomes,
             Err(error) => {
