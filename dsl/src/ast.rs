@@ -317,6 +317,23 @@ impl BinaryOp {
         }
     }
 
+    /// Rust's binding strength, higher binds tighter: the parser's Pratt
+    /// table, and what the printers of expressions parenthesise by.
+    pub fn precedence(self) -> u8 {
+        match self {
+            BinaryOp::Or => 1,
+            BinaryOp::And => 2,
+            BinaryOp::Eq
+            | BinaryOp::Ne
+            | BinaryOp::Lt
+            | BinaryOp::Le
+            | BinaryOp::Gt
+            | BinaryOp::Ge => 3,
+            BinaryOp::Add | BinaryOp::Sub => 4,
+            BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 5,
+        }
+    }
+
     /// Comparisons borrow their operands; everything else consumes values.
     pub fn is_comparison(self) -> bool {
         matches!(

@@ -741,7 +741,7 @@ fn binary_operand(
 ) -> TokenStream {
     let needs_parens = match &e.kind {
         ExprKind::Binary(child, _, _) => {
-            let (parent_rank, child_rank) = (precedence(parent), precedence(*child));
+            let (parent_rank, child_rank) = (parent.precedence(), child.precedence());
             child_rank < parent_rank
                 || (side == Side::Right && child_rank == parent_rank)
                 || (parent.is_comparison() && child.is_comparison())
@@ -771,18 +771,6 @@ fn operand(g: &Gen<'_>, e: &ast::Expr, mode: Mode, unary: bool) -> TokenStream {
             group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream()
         }
         _ => tokens,
-    }
-}
-
-fn precedence(op: BinaryOp) -> u8 {
-    match op {
-        BinaryOp::Or => 1,
-        BinaryOp::And => 2,
-        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
-            3
-        }
-        BinaryOp::Add | BinaryOp::Sub => 4,
-        BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 5,
     }
 }
 

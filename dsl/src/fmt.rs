@@ -431,7 +431,7 @@ impl Printer<'_> {
                 format!("{op}{}", self.operand(operand, UNARY))
             }
             ExprKind::Binary(op, left, right) => {
-                let level = binary_precedence(*op);
+                let level = op.precedence();
                 // Every operator is left-associative, so a right operand of the
                 // same level needs parentheses and a left one does not.
                 let left = self.operand(left, level);
@@ -473,22 +473,9 @@ impl Printer<'_> {
 const UNARY: u8 = 6;
 const POSTFIX: u8 = 7;
 
-/// Rust's binding strength, higher binds tighter, as the parser's Pratt table.
-fn binary_precedence(op: BinaryOp) -> u8 {
-    match op {
-        BinaryOp::Or => 1,
-        BinaryOp::And => 2,
-        BinaryOp::Eq | BinaryOp::Ne | BinaryOp::Lt | BinaryOp::Le | BinaryOp::Gt | BinaryOp::Ge => {
-            3
-        }
-        BinaryOp::Add | BinaryOp::Sub => 4,
-        BinaryOp::Mul | BinaryOp::Div | BinaryOp::Rem => 5,
-    }
-}
-
 fn precedence(e: &Expr) -> u8 {
     match &e.kind {
-        ExprKind::Binary(op, _, _) => binary_precedence(*op),
+        ExprKind::Binary(op, _, _) => op.precedence(),
         ExprKind::Unary(..) => UNARY,
         ExprKind::Field(..) | ExprKind::Call(..) | ExprKind::MethodCall(..) => POSTFIX,
         _ => POSTFIX + 1,

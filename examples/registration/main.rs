@@ -14,12 +14,13 @@
 
 mod process;
 
-use std::path::PathBuf;
 use std::time::Duration;
 
 use process::*;
 use switchyard::{Engine, ManualClock, SqliteStore};
 
+#[path = "../common/database.rs"]
+mod database;
 #[path = "../common/flow.rs"]
 mod flow;
 
@@ -36,13 +37,7 @@ async fn main() -> anyhow::Result<()> {
         .event_format(flow::Flow)
         .init();
 
-    let path = database();
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        // A missing file is what a first run finds: nothing to remove.
-        let _ = std::fs::remove_file(file);
-    }
+    let path = database::fresh("registration-example");
     println!("engine store: {}\n", path.display());
 
     let clock = ManualClock::default();
@@ -143,10 +138,6 @@ async fn main() -> anyhow::Result<()> {
 
 /// The engine's file: under the system's temporary directory, so that a
 /// run leaves nothing in the source tree.
-fn database() -> PathBuf {
-    std::env::temp_dir().join("switchyard-registration-example.db")
-}
-
 fn header(title: &str) {
     println!("== {title}");
 }

@@ -18,6 +18,8 @@ use std::time::Duration;
 use process::*;
 use switchyard::{Engine, ManualClock, SqliteStore};
 
+#[path = "../common/database.rs"]
+mod database;
 #[path = "../common/flow.rs"]
 mod flow;
 
@@ -37,12 +39,7 @@ async fn main() -> anyhow::Result<()> {
 
     // A fresh file each run, so that the trips of a previous run do not
     // answer for this one's.
-    let path = std::env::temp_dir().join("switchyard-travel.db");
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    let path = database::fresh("travel");
     println!("store: {}\n", path.display());
 
     let agencies = Agencies::default();
