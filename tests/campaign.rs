@@ -146,3 +146,69 @@ fn the_generated_description_matches_the_yard_file() {
         ]
     );
 }
+
+mod scenarios {
+    //! Every transition of the saga on the pure `decide`, one story each.
+
+    use super::*;
+    use switchyard::testing::{Scenario, command};
+
+    fn id() -> CampaignId {
+        CampaignId("c-9".to_owned())
+    }
+
+    #[test]
+    fn an_activation_submits_the_advertisement() {
+        Scenario::<CampaignPublishing>::new(id())
+            .when(activated("c-9", "offer"))
+            .expect_state(CampaignPublishingState::AwaitingPublisher)
+            .expect_sent(&[command(SubmitAdvertisement {
+                campaign_id: id(),
+                advertisement: "offer".to_owned(),
+            })]);
+    }
+
+    #[test]
+    fn a_confirmation_is_tracked_and_completes_the_saga() {
+        Scenario::<CampaignPublishing>::new(id())
+            .given(activated("c-9", "offer"))
+            .when(PublishingConfirmed { campaign_id: id(), confirmation_id: "k".to_owned() })
+            .expect_state(CampaignPublishingState::Published)
+            .expect_completed()
+            .expect_sent(&[command(TrackPublishingConfirmation {
+                campaign_id: id(),
+                confirmation_id: "k".to_owned(),
+            })]);
+    }
+
+    #[test]
+    fn a_rejection_is_tracked_and_completes_the_saga() {
+        Scenario::<CampaignPublishing>::new(id())
+            .given(activated("c-9", "offer"))
+            .when(PublishingRejected { campaign_id: id(), reason: "no".to_owned() })
+            .expect_state(CampaignPublishingState::Rejected)
+            .expect_completed()
+            .expect_sent(&[command(TrackPublishingRejection {
+                campaign_id: id(),
+                reason: "no".to_owned(),
+            })]);
+    }
+
+    #[test]
+    fn answers_for_a_campaign_never_activated_start_nothing() {
+        Scenario::<CampaignPublishing>::new(id())
+            .when(PublishingConfirmed { campaign_id: id(), confirmation_id: "k".to_owned() })
+            .expect_ignored();
+        Scenario::<CampaignPublishing>::new(id())
+            .when(PublishingRejected { campaign_id: id(), reason: "no".to_owned() })
+            .expect_ignored();
+    }
+
+    #[test]
+    fn a_second_activation_while_waiting_changes_nothing() {
+        Scenario::<CampaignPublishing>::new(id())
+            .given(activated("c-9", "offer"))
+            .when(activated("c-9", "another offer"))
+            .expect_ignored();
+    }
+}
