@@ -17,7 +17,8 @@
 //! - `///` doc comments stay on their line right above their item, as
 //!   `/// text`.
 //! - `correlate by order_id: OrderId`, `correlate Event by field`, `timer T`,
-//!   `ignore A, B, C` (always on one line), `final state Done` without braces.
+//!   `ignore A, B, C` (on one line when it fits in 100 columns, else wrapped
+//!   with the next lines indented once more), `final state Done` without braces.
 //!   A state, handler or block written with braces keeps them; empty braces
 //!   print as `{}`.
 //! - `data { ... }` holds one `name: Type` or `name: Type = expr` per line,
@@ -307,12 +308,37 @@ impl Printer<'_> {
             match item {
                 StateItem::Ignore { inputs, span } => {
                     self.comments_before(span.start);
-                    let names: Vec<&str> = inputs.iter().map(|i| i.node.as_str()).collect();
-                    self.line(format!("ignore {}", names.join(", ")));
+                    self.ignore(inputs);
                 }
                 StateItem::Handler(handler) => self.handler(handler),
             }
         }
+    }
+
+    /// `ignore A, B, C` on one line when it fits in the width; otherwise as
+    /// many names per line as fit, the next lines indented once more.
+    fn ignore(&mut self, inputs: &[crate::ast::Ident]) {
+        let indent = 4 * self.depth;
+        let mut lines: Vec<String> = vec!["ignore".to_owned()];
+        for (i, input) in inputs.iter().enumerate() {
+            let comma = if i + 1 < inputs.len() { "," } else { "" };
+            let word = format!("{}{comma}", input.node);
+            let width = indent + if lines.len() > 1 { 4 } else { 0 };
+            let current = lines.last_mut().expect("one line at least");
+            if current.len() > "ignore".len() && width + current.len() + 1 + word.len() > WIDTH {
+                lines.push(word);
+            } else {
+                current.push(' ');
+                current.push_str(&word);
+            }
+        }
+        let mut lines = lines.into_iter();
+        self.line(lines.next().expect("one line at least"));
+        self.depth += 1;
+        for line in lines {
+            self.line(line);
+        }
+        self.depth -= 1;
     }
 
     fn handler(&mut self, handler: &Handler) {

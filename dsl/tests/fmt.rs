@@ -576,3 +576,25 @@ proptest! {
         formatted("random", &text);
     }
 }
+
+#[test]
+fn a_long_ignore_list_wraps_at_the_width() {
+    let names: Vec<String> = (0..30).map(|i| format!("SomeLongEvent{i}")).collect();
+    let text = format!(
+        "process P {{\n    correlate by id: u64\n    initial state A {{\n        on Start {{ -> A }}\n        ignore {}\n    }}\n}}\n",
+        names.join(", ")
+    );
+    let formatted = switchyard_dsl::format(&text).unwrap();
+    assert!(formatted.lines().all(|line| line.len() <= 100), "{formatted}");
+    let ignore_lines: Vec<&str> = formatted
+        .lines()
+        .skip_while(|l| !l.trim_start().starts_with("ignore"))
+        .take_while(|l| !l.contains('}'))
+        .collect();
+    assert!(ignore_lines.len() > 1, "{formatted}");
+    assert!(
+        ignore_lines[1..].iter().all(|l| l.starts_with("            ")),
+        "continuations are indented once more:\n{formatted}"
+    );
+    assert_eq!(switchyard_dsl::format(&formatted).unwrap(), formatted);
+}
