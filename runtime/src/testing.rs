@@ -17,7 +17,7 @@ use crate::bus::InProcessBus;
 use crate::clock::{Clock, ManualClock};
 use crate::engine::{Engine, EngineBuilder};
 use crate::message::{Command, Envelope, Event, MessageId, MessageKind, Timestamp};
-use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
+use crate::process::{Context, Handles, Outcome, Outgoing, Process, TimerOp};
 use crate::store::MemoryStore;
 
 /// A story told to one instance of `P`: what happened before (`given`),
@@ -144,6 +144,9 @@ impl<P: Process> Scenario<P> {
     /// An event that happened before the one under test.
     pub fn given<E: Event>(mut self, event: E) -> Self
     where
+        // `Handles` first: for an event the process does not take, its
+        // message says so in words.
+        P: Handles<E>,
         P::Input: From<E>,
     {
         self.run(E::NAME, P::Input::from(event));
@@ -159,6 +162,9 @@ impl<P: Process> Scenario<P> {
     /// The event under test.
     pub fn when<E: Event>(mut self, event: E) -> Then<P>
     where
+        // `Handles` first: for an event the process does not take, its
+        // message says so in words.
+        P: Handles<E>,
         P::Input: From<E>,
     {
         let (outcome, skipped, sent) = self.run(E::NAME, P::Input::from(event));
