@@ -14,13 +14,12 @@
 //! resolves on the stream's acknowledgement, [`Ack::done`] is an ack,
 //! [`Ack::reject`] a termination, and a dropped ack a negative ack.
 
-use std::collections::HashMap;
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use crate::clock::BoxFuture;
-use crate::message::{Envelope, MessageId, MessageKind};
+use crate::message::{Envelope, MessageId, MessageKind, NameMap};
 
 /// Carries messages to receivers.
 pub trait Bus: Send + Sync + 'static {
@@ -128,8 +127,8 @@ struct BusShared {
 
 #[derive(Clone, Default)]
 struct Routes {
-    events: HashMap<String, Vec<Arc<dyn Receiver>>>,
-    commands: HashMap<String, Vec<Arc<dyn Receiver>>>,
+    events: NameMap<String, Vec<Arc<dyn Receiver>>>,
+    commands: NameMap<String, Vec<Arc<dyn Receiver>>>,
     observers: Vec<Observer>,
 }
 

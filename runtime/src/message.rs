@@ -158,6 +158,35 @@ impl std::ops::Sub<Duration> for Timestamp {
     }
 }
 
+/// Hashes the wire names of messages and processes in the maps that route
+/// them. Those maps hold only names the program registered, so nothing sent
+/// from outside can crowd them; FNV-1a over a short name costs a fraction
+/// of SipHash, and every message is routed by name more than once.
+#[derive(Clone, Copy)]
+pub(crate) struct NameHasher(u64);
+
+impl Default for NameHasher {
+    fn default() -> Self {
+        NameHasher(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl std::hash::Hasher for NameHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0 ^ u64::from(*byte)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+/// A map keyed by wire names.
+pub(crate) type NameMap<K, V> =
+    std::collections::HashMap<K, V, std::hash::BuildHasherDefault<NameHasher>>;
+
 /// A typed message value that can also be written as JSON.
 pub trait Payload: Any + fmt::Debug + Send + Sync {
     fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;

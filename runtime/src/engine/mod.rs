@@ -35,7 +35,7 @@ use crate::bus::{
     Ack, Bus, BusError, InProcessBus, Receiver, Settle, SettleSink, Settled, Subscription,
 };
 use crate::clock::{BoxFuture, Clock, SystemClock};
-use crate::message::{Body, Command, Envelope, Event, MessageId, MessageKind, Timestamp};
+use crate::message::{Body, Command, Envelope, Event, MessageId, MessageKind, NameMap, Timestamp};
 use crate::process::Process;
 use crate::retry::RetryPolicy;
 use crate::store::{
@@ -134,10 +134,10 @@ pub(crate) struct Shared {
     processes: Vec<Arc<dyn Runner>>,
     by_type: HashMap<TypeId, usize>,
     /// Event wire name -> the processes that take it.
-    by_event: HashMap<&'static str, Vec<usize>>,
+    by_event: NameMap<&'static str, Vec<usize>>,
     /// Event wire name -> the functions subscribed to it.
-    subscribers: HashMap<&'static str, Vec<Arc<Handler>>>,
-    commands: HashMap<&'static str, Arc<Handler>>,
+    subscribers: NameMap<&'static str, Vec<Arc<Handler>>>,
+    commands: NameMap<&'static str, Arc<Handler>>,
     /// Work started and not finished: queued messages, outbox rows not yet
     /// marked sent, running handlers. Zero means idle.
     in_flight: AtomicUsize,
@@ -477,7 +477,7 @@ impl EngineBuilder {
         let mut processes = Vec::new();
         let mut spawners = Vec::new();
         let mut by_type = HashMap::new();
-        let mut by_event: HashMap<&'static str, Vec<usize>> = HashMap::new();
+        let mut by_event: NameMap<&'static str, Vec<usize>> = NameMap::default();
         for (index, starter) in self.processes.into_iter().enumerate() {
             by_type.insert(starter.type_id, index);
             let (runner, spawn) = (starter.start)(index, shards);
@@ -487,8 +487,8 @@ impl EngineBuilder {
             processes.push(runner);
             spawners.push(spawn);
         }
-        let mut subscribers: HashMap<&'static str, Vec<Arc<Handler>>> = HashMap::new();
-        let mut commands = HashMap::new();
+        let mut subscribers: NameMap<&'static str, Vec<Arc<Handler>>> = NameMap::default();
+        let mut commands = NameMap::default();
         for handler in self.handlers {
             match handler.kind {
                 MessageKind::Event => subscribers.entry(handler.name).or_default().push(handler),

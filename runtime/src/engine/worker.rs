@@ -254,8 +254,10 @@ async fn handle_batch<P: Process>(
         for group in &groups {
             plans.push(plan(shared, runner, states, cache.get(&group.key), group));
         }
-        let mut writers = Vec::new();
-        let mut batch = Batch::default();
+        let mut writers = Vec::with_capacity(plans.len());
+        // Writes are large and most groups write: growing the list one
+        // doubling at a time would copy them over and over.
+        let mut batch = Batch { instances: Vec::with_capacity(plans.len()), ..Batch::default() };
         for (index, plan) in plans.iter_mut().enumerate() {
             if let Some(write) = plan.write.take() {
                 writers.push(index);
@@ -370,8 +372,10 @@ async fn handle_batch<P: Process>(
 
 /// Groups a batch by instance, keeping arrival order within each.
 fn group<P: Process>(batch: Vec<Job<P>>) -> Vec<Group<P>> {
-    let mut groups: Vec<Group<P>> = Vec::new();
-    let mut by_key: HashMap<P::Key, usize> = HashMap::new();
+    // Sized for the batch up front: there is at most one group per
+    // message, and growing the map would hash every key again.
+    let mut groups: Vec<Group<P>> = Vec::with_capacity(batch.len());
+    let mut by_key: HashMap<P::Key, usize> = HashMap::with_capacity(batch.len());
     for job in batch {
         let key = match &job {
             Job::Input { key, .. } | Job::Timer { key, .. } => key,

@@ -20,7 +20,7 @@ use super::{
     OutboxRow, Pruned, Replayed, Store, StoreError, TimerChange, TimerRow,
 };
 use crate::clock::BoxFuture;
-use crate::message::{Body, Envelope, MessageId, Timestamp};
+use crate::message::{Body, Envelope, MessageId, NameMap, Timestamp};
 
 /// How many shards instances are spread over.
 const SHARDS: usize = 64;
@@ -38,7 +38,7 @@ struct Inner {
 
 /// Process name -> its instances and inbox rows in this shard.
 #[derive(Default)]
-struct Shard(HashMap<String, Table>);
+struct Shard(NameMap<String, Table>);
 
 #[derive(Default)]
 struct Table {
