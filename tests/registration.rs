@@ -153,6 +153,7 @@ fn an_order_placed_a_moment_before_it_expires_is_reserved() {
 fn messages_for_an_order_never_placed_start_nothing() {
     fn starts_nothing<E: switchyard::Event>(event: E)
     where
+        Registration: switchyard::Handles<E>,
         RegistrationInput: From<E>,
     {
         let then = Scenario::<Registration>::new(id("o-5"))

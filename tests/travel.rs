@@ -121,6 +121,7 @@ fn cancelling_flight() -> Scenario<TripBooking> {
 /// `event` changes nothing in the state `story` leads to.
 fn ignores<E: Event>(story: fn() -> Scenario<TripBooking>, state: TripBookingState, event: E)
 where
+    TripBooking: switchyard::Handles<E>,
     TripBookingInput: From<E>,
 {
     story().when(event).expect_ignored().expect_state(state).expect_nothing_sent();
@@ -142,6 +143,7 @@ fn a_trip_request_books_the_flight_and_starts_the_step_timeout() {
 fn answers_for_a_trip_never_requested_create_nothing() {
     fn stray<E: Event>(event: E)
     where
+        TripBooking: switchyard::Handles<E>,
         TripBookingInput: From<E>,
     {
         let then = new_trip().when(event).expect_ignored().expect_nothing_sent();
