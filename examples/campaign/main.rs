@@ -20,13 +20,7 @@ mod flow;
 #[tokio::main]
 async fn main() {
     // The engine reports each decision as a tracing event; show their messages.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "switchyard_runtime=info,switchyard::outbox=info".into()),
-        )
-        .event_format(flow::Flow)
-        .init();
+    flow::init("switchyard_runtime=info,switchyard::outbox=info");
     let campaigns = Campaigns::default();
     let engine = engine(&campaigns);
 

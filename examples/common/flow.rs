@@ -1,5 +1,5 @@
 //! Prints the engine's tracing events as lines of the message flow, for the
-//! examples: `tracing_subscriber::fmt().event_format(Flow)`.
+//! examples: `flow::init("switchyard_runtime=info")` at the start of `main`.
 
 use std::fmt;
 
@@ -35,4 +35,16 @@ where
         event.record(&mut Message(&mut writer));
         writeln!(writer)
     }
+}
+
+/// Shows the engine's events allowed by `RUST_LOG`, or else by `default`, as
+/// lines of the flow.
+pub fn init(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default.into()),
+        )
+        .event_format(Flow)
+        .init();
 }

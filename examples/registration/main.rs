@@ -29,13 +29,7 @@ mod flow;
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     // The engine reports each decision as a tracing event; show their messages.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "switchyard_runtime=info".into()),
-        )
-        .event_format(flow::Flow)
-        .init();
+    flow::init("switchyard_runtime=info");
 
     let path = database::fresh("registration-example");
     println!("engine store: {}\n", path.display());

@@ -29,13 +29,7 @@ const STEP_TIMEOUT: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     // The engine reports each decision as a tracing event; show their messages.
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "switchyard_runtime=info".into()),
-        )
-        .event_format(flow::Flow)
-        .init();
+    flow::init("switchyard_runtime=info");
 
     // A fresh file each run, so that the trips of a previous run do not
     // answer for this one's.
