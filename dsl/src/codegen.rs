@@ -115,6 +115,23 @@ impl Names {
             process,
         }
     }
+
+    /// The constants and associated types of `impl Process for P`, which the
+    /// full code and the skeleton share.
+    fn process_items(&self, name: &str, initial: &Ident, key: &TokenStream) -> TokenStream {
+        let Names { state, data, input, output, timer, .. } = self;
+        quote! {
+            const NAME: &'static str = #name;
+            const INITIAL: #state = #state::#initial;
+
+            type State = #state;
+            type Data = #data;
+            type Key = #key;
+            type Input = #input;
+            type Output = #output;
+            type Timer = #timer;
+        }
+    }
 }
 
 fn private() -> TokenStream {
@@ -133,6 +150,7 @@ fn process(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
     let state_variants: Vec<Ident> = p.states.iter().map(|s| g.ident(&s.name)).collect();
     let state_docs: Vec<TokenStream> = p.states.iter().map(|s| doc_attrs(&s.docs)).collect();
     let initial = &state_variants[p.initial];
+    let process_items = names.process_items(process_name, initial, &key);
     let finals: Vec<&Ident> = p
         .states
         .iter()
@@ -322,15 +340,7 @@ fn process(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
             }
 
             impl #private::Process for #process {
-                const NAME: &'static str = #process_name;
-                const INITIAL: #state = #state::#initial;
-
-                type State = #state;
-                type Data = #data;
-                type Key = #key;
-                type Input = #input;
-                type Output = #output;
-                type Timer = #timer;
+                #process_items
 
                 fn is_final(state: #state) -> bool {
                     #is_final
@@ -1173,6 +1183,7 @@ fn skeleton_items(shape: &Shape) -> TokenStream {
     // none to name, and user code naming `P` as a process is the one thing
     // that still fails.
     let process_impl = states.get(shape.initial.unwrap_or(0)).map(|initial| {
+        let process_items = names.process_items(process_name, initial, &key);
         quote! {
             const _: () = {
                 impl #private::Outgoing for #output {
@@ -1190,15 +1201,7 @@ fn skeleton_items(shape: &Shape) -> TokenStream {
                 }
 
                 impl #private::Process for #process {
-                    const NAME: &'static str = #process_name;
-                    const INITIAL: #state = #state::#initial;
-
-                    type State = #state;
-                    type Data = #data;
-                    type Key = #key;
-                    type Input = #input;
-                    type Output = #output;
-                    type Timer = #timer;
+                    #process_items
 
                     fn is_final(state: #state) -> bool {
                         loop {}
