@@ -67,7 +67,7 @@ fn write(key_text: &str, expected: Option<u64>, inbox: &[MessageId]) -> Instance
         state: Body::value(format!("State{version}")),
         data: Body::value(vec![version]),
         completed_at: None,
-        inbox: inbox.to_vec(),
+        inbox: inbox.into(),
         at: Timestamp(1_000),
         outbox: Vec::new(),
         timers: Vec::new(),

@@ -191,6 +191,8 @@ pub(crate) type NameMap<K, V> =
 pub trait Payload: Any + fmt::Debug + Send + Sync {
     fn to_json(&self) -> Result<Vec<u8>, serde_json::Error>;
     fn as_any(&self) -> &dyn Any;
+    /// The shared value as `Any`, so that it can be taken back as its own type.
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync>;
 }
 
 impl<T: Serialize + fmt::Debug + Send + Sync + 'static> Payload for T {
@@ -199,6 +201,10 @@ impl<T: Serialize + fmt::Debug + Send + Sync + 'static> Payload for T {
     }
 
     fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    fn into_any(self: Arc<Self>) -> Arc<dyn Any + Send + Sync> {
         self
     }
 }
@@ -226,6 +232,24 @@ impl Body {
                 })
             }
             Body::Json(bytes) => serde_json::from_slice(bytes).map_err(DecodeError::Json),
+        }
+    }
+
+    /// The message as a shared `T`: the typed value itself when it is one
+    /// (no copy), or the JSON decoded into a new one.
+    pub fn decode_shared<T: DeserializeOwned + Send + Sync + 'static>(
+        &self,
+    ) -> Result<Arc<T>, DecodeError> {
+        match self {
+            Body::Value(value) => {
+                value.clone().into_any().downcast::<T>().map_err(|_| DecodeError::WrongType {
+                    expected: std::any::type_name::<T>(),
+                    found: format!("{value:?}"),
+                })
+            }
+            Body::Json(bytes) => {
+                serde_json::from_slice(bytes).map(Arc::new).map_err(DecodeError::Json)
+            }
         }
     }
 

@@ -13,13 +13,14 @@
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{HashMap, HashSet};
-use std::hash::{Hash, Hasher};
+use std::collections::HashSet;
+use std::hash::{BuildHasher, RandomState};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
+use hashbrown::HashTable;
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 
@@ -30,7 +31,7 @@ use crate::bus::Ack;
 use crate::message::{Body, Envelope, MessageId, Timestamp};
 use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
 use crate::store::{
-    Batch, CommitOutcome, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, TimerChange,
+    Batch, CommitOutcome, Inbox, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, TimerChange,
     TimerRow,
 };
 
@@ -71,7 +72,12 @@ fn start<P: Process>(index: usize, shards: usize) -> (Arc<dyn Runner>, Spawn) {
         senders.push(sender);
         receivers.push(receiver);
     }
-    let runner = ProcessRunner::<P> { index, senders, timer_scope: format!("{}#timers", P::NAME) };
+    let runner = ProcessRunner::<P> {
+        index,
+        senders,
+        timer_scope: format!("{}#timers", P::NAME),
+        hasher: RandomState::new(),
+    };
     let spawn: Spawn = Box::new(move |shared, ready| {
         for jobs in receivers {
             tokio::spawn(work::<P>(shared.clone(), index, jobs, ready.clone()));
@@ -82,25 +88,44 @@ fn start<P: Process>(index: usize, shards: usize) -> (Arc<dyn Runner>, Spawn) {
 
 pub(super) struct ProcessRunner<P: Process> {
     index: usize,
-    senders: Vec<mpsc::UnboundedSender<Job<P>>>,
+    senders: Vec<mpsc::UnboundedSender<Queued<P>>>,
     /// The scope timer ids are derived in, apart from output ids.
     timer_scope: String,
+    /// Hashes each message's instance key once, when it is routed; the
+    /// shard, the batch's groups and the worker's cache all use that hash.
+    /// Seeded per engine, as std's maps are, because keys come from messages.
+    hasher: RandomState,
+}
+
+/// A job on its way to the worker of its instance.
+struct Queued<P: Process> {
+    key: P::Key,
+    hash: u64,
+    job: Job<P>,
 }
 
 enum Job<P: Process> {
-    Input { key: P::Key, input: P::Input, envelope: Envelope, ack: Ack },
-    Timer { key: P::Key, timer: P::Timer, row: TimerRow },
+    Input { input: P::Input, envelope: Envelope, ack: Ack },
+    Timer { timer: P::Timer, row: TimerRow },
 }
 
 /// An instance as a worker keeps it.
 struct Cached<P: Process> {
+    id: P::Key,
+    hash: u64,
+    /// The key as JSON, as the store knows it.
     key: Arc<str>,
     version: u64,
     state: P::State,
-    data: P::Data,
+    /// Shared with the store's copy: a decision that leaves the data alone
+    /// copies nothing, and one that changes it allocates it once.
+    data: Arc<P::Data>,
     completed: bool,
     timers: Vec<PendingTimer<P>>,
 }
+
+/// The instances a worker keeps, found by the hash their messages carry.
+struct Cache<P: Process>(HashTable<Cached<P>>);
 
 struct PendingTimer<P: Process> {
     timer: P::Timer,
@@ -112,13 +137,15 @@ struct PendingTimer<P: Process> {
 /// The messages of one batch for one instance.
 struct Group<P: Process> {
     key: P::Key,
+    hash: u64,
     /// The key as JSON, once known.
     json: Option<Arc<str>>,
     /// Whether the store was asked for the instance in this round.
     loaded: bool,
-    jobs: Vec<Job<P>>,
+    /// Nearly always one: kept inline.
+    jobs: SmallVec<[Job<P>; 1]>,
     /// Message ids the store says were handled already.
-    duplicates: HashSet<MessageId>,
+    duplicates: Vec<MessageId>,
     failures: u32,
     /// Set when the messages cannot be handled: they go to the dead letters.
     doomed: Option<String>,
@@ -165,7 +192,7 @@ impl<P: Process> Runner for ProcessRunner<P> {
             return;
         };
         match (route.decode)(&envelope) {
-            Ok((key, input)) => self.enqueue(shared, Job::Input { key, input, envelope, ack }),
+            Ok((key, input)) => self.enqueue(shared, key, Job::Input { input, envelope, ack }),
             Err(error) => {
                 let reason =
                     format!("process `{}` could not decode `{}`: {error}", P::NAME, envelope.name);
@@ -178,7 +205,7 @@ impl<P: Process> Runner for ProcessRunner<P> {
         let key = serde_json::from_str::<P::Key>(&row.key);
         let timer = serde_json::from_str::<P::Timer>(&row.timer);
         match (key, timer) {
-            (Ok(key), Ok(timer)) => self.enqueue(shared, Job::Timer { key, timer, row }),
+            (Ok(key), Ok(timer)) => self.enqueue(shared, key, Job::Timer { timer, row }),
             (Err(error), _) | (_, Err(error)) => {
                 let reason = format!("the stored timer cannot be read: {error}");
                 shared.dead_letter(Letter::Timer(row), Some(P::NAME), reason, None);
@@ -188,15 +215,12 @@ impl<P: Process> Runner for ProcessRunner<P> {
 }
 
 impl<P: Process> ProcessRunner<P> {
-    fn enqueue(&self, shared: &Shared, job: Job<P>) {
-        let key = match &job {
-            Job::Input { key, .. } | Job::Timer { key, .. } => key,
-        };
-        let mut hasher = DefaultHasher::new();
-        key.hash(&mut hasher);
-        let shard = (hasher.finish() % self.senders.len() as u64) as usize;
+    fn enqueue(&self, shared: &Shared, key: P::Key, job: Job<P>) {
+        let hash = self.hasher.hash_one(&key);
+        // The high bits pick the shard: the tables index by the low ones.
+        let shard = ((hash >> 32) % self.senders.len() as u64) as usize;
         shared.start(1);
-        if self.senders[shard].send(job).is_err() {
+        if self.senders[shard].send(Queued { key, hash, job }).is_err() {
             // The workers stop only with the engine: the job's ack is dropped
             // with it, which asks for a redelivery.
             shared.finish(1);
@@ -208,13 +232,13 @@ impl<P: Process> ProcessRunner<P> {
 async fn work<P: Process>(
     weak: Weak<Shared>,
     index: usize,
-    mut jobs: mpsc::UnboundedReceiver<Job<P>>,
+    mut jobs: mpsc::UnboundedReceiver<Queued<P>>,
     mut ready: watch::Receiver<bool>,
 ) {
     if ready.wait_for(|ready| *ready).await.is_err() {
         return;
     }
-    let mut cache: HashMap<P::Key, Cached<P>> = HashMap::new();
+    let mut cache = Cache::<P>(HashTable::new());
     let mut states = States::default();
     while let Some(first) = jobs.recv().await {
         let Some(shared) = weak.upgrade() else { return };
@@ -241,18 +265,21 @@ async fn work<P: Process>(
 async fn handle_batch<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
-    cache: &mut HashMap<P::Key, Cached<P>>,
+    cache: &mut Cache<P>,
     states: &mut States<P>,
-    batch: Vec<Job<P>>,
+    batch: Vec<Queued<P>>,
 ) {
     let mut groups = group(batch);
     let mut transient = 0;
     let mut failures = 0;
     while !groups.is_empty() {
         load(shared, cache, &mut groups).await;
+        // One reading of the clock for the round: the time inbox rows,
+        // completions and dead letters are stamped with.
+        let now = shared.clock.now();
         let mut plans: Vec<Plan<P>> = Vec::with_capacity(groups.len());
         for group in &groups {
-            plans.push(plan(shared, runner, states, cache.get(&group.key), group));
+            plans.push(plan(now, runner, states, cache.get(group.hash, &group.key), group));
         }
         let mut writers = Vec::with_capacity(plans.len());
         // Writes are large and most groups write: growing the list one
@@ -347,7 +374,7 @@ async fn handle_batch<P: Process>(
                     again.push(group);
                 }
                 Some(CommitOutcome::Conflict) => {
-                    cache.remove(&group.key);
+                    cache.remove(group.hash, &group.key);
                     group.loaded = false;
                     group.failures += 1;
                     if group.failures >= shared.config.retry.attempts {
@@ -371,25 +398,22 @@ async fn handle_batch<P: Process>(
 }
 
 /// Groups a batch by instance, keeping arrival order within each.
-fn group<P: Process>(batch: Vec<Job<P>>) -> Vec<Group<P>> {
-    // Sized for the batch up front: there is at most one group per
-    // message, and growing the map would hash every key again.
+fn group<P: Process>(batch: Vec<Queued<P>>) -> Vec<Group<P>> {
+    // Sized for the batch up front: there is at most one group per message.
     let mut groups: Vec<Group<P>> = Vec::with_capacity(batch.len());
-    let mut by_key: HashMap<P::Key, usize> = HashMap::with_capacity(batch.len());
-    for job in batch {
-        let key = match &job {
-            Job::Input { key, .. } | Job::Timer { key, .. } => key,
-        };
-        match by_key.get(key) {
+    let mut by_key: HashTable<usize> = HashTable::with_capacity(batch.len());
+    for Queued { key, hash, job } in batch {
+        match by_key.find(hash, |&index| groups[index].key == key) {
             Some(&index) => groups[index].jobs.push(job),
             None => {
-                by_key.insert(key.clone(), groups.len());
+                by_key.insert_unique(hash, groups.len(), |&index| groups[index].hash);
                 groups.push(Group {
-                    key: key.clone(),
+                    key,
+                    hash,
                     json: None,
                     loaded: false,
-                    jobs: vec![job],
-                    duplicates: HashSet::new(),
+                    jobs: smallvec::smallvec![job],
+                    duplicates: Vec::new(),
                     failures: 0,
                     doomed: None,
                 });
@@ -400,14 +424,10 @@ fn group<P: Process>(batch: Vec<Job<P>>) -> Vec<Group<P>> {
 }
 
 /// Brings the instances of the groups that are not cached in from the store.
-async fn load<P: Process>(
-    shared: &Shared,
-    cache: &mut HashMap<P::Key, Cached<P>>,
-    groups: &mut [Group<P>],
-) {
+async fn load<P: Process>(shared: &Shared, cache: &mut Cache<P>, groups: &mut [Group<P>]) {
     let mut missing = Vec::new();
     for (index, group) in groups.iter_mut().enumerate() {
-        if group.doomed.is_some() || group.loaded || cache.contains_key(&group.key) {
+        if group.doomed.is_some() || group.loaded || cache.get(group.hash, &group.key).is_some() {
             continue;
         }
         let json = match &group.json {
@@ -433,10 +453,8 @@ async fn load<P: Process>(
         let group = &mut groups[index];
         group.loaded = true;
         let Some(record) = record else { continue };
-        match cached::<P>(json, record) {
-            Ok(instance) => {
-                cache.insert(group.key.clone(), instance);
-            }
+        match cached::<P>(group.key.clone(), group.hash, json, record) {
+            Ok(instance) => cache.insert(instance),
             Err(reason) => {
                 group.doomed = Some(format!("the stored instance cannot be read: {reason}"));
             }
@@ -444,15 +462,22 @@ async fn load<P: Process>(
     }
 }
 
-fn cached<P: Process>(key: Arc<str>, record: InstanceRecord) -> Result<Cached<P>, String> {
+fn cached<P: Process>(
+    id: P::Key,
+    hash: u64,
+    key: Arc<str>,
+    record: InstanceRecord,
+) -> Result<Cached<P>, String> {
     let state: P::State = record.state.decode().map_err(|e| e.to_string())?;
-    let data: P::Data = record.data.decode().map_err(|e| e.to_string())?;
+    let data: Arc<P::Data> = record.data.decode_shared().map_err(|e| e.to_string())?;
     let mut timers = Vec::with_capacity(record.timers.len());
     for pending in record.timers {
         let timer: P::Timer = serde_json::from_str(&pending.timer).map_err(|e| e.to_string())?;
         timers.push(PendingTimer { timer, json: pending.timer, at: pending.at, id: pending.id });
     }
     Ok(Cached {
+        id,
+        hash,
         key,
         version: record.version,
         state,
@@ -464,13 +489,12 @@ fn cached<P: Process>(key: Arc<str>, record: InstanceRecord) -> Result<Cached<P>
 
 /// Decides the messages of one group, in order, on a copy of the instance.
 fn plan<P: Process>(
-    shared: &Shared,
+    now: Timestamp,
     runner: &ProcessRunner<P>,
     states: &mut States<P>,
     cached: Option<&Cached<P>>,
     group: &Group<P>,
 ) -> Plan<P> {
-    let now = shared.clock.now();
     let mut plan = Plan {
         write: None,
         next: None,
@@ -491,7 +515,7 @@ fn plan<P: Process>(
         (None, None) => Arc::from(serde_json::to_string(&group.key).unwrap_or_default()),
     };
     let mut current: Option<Cached<P>> = cached.map(Cached::copy);
-    let mut inbox: Vec<MessageId> = Vec::new();
+    let mut inbox = Inbox::new();
     let mut completed_at = None;
     for (index, job) in group.jobs.iter().enumerate() {
         let (input, id, time, name) = match job {
@@ -536,8 +560,14 @@ fn plan<P: Process>(
         let state = current.as_ref().map_or(P::INITIAL, |i| i.state);
         let span = info_span!("message", process = P::NAME, key = ?group.key, state = ?state, id = %id, input = %name);
         let _entered = span.enter();
-        let default = P::Data::default();
-        let data = current.as_ref().map_or(&default, |i| &i.data);
+        let default;
+        let data = match &current {
+            Some(instance) => &*instance.data,
+            None => {
+                default = P::Data::default();
+                &default
+            }
+        };
         let ctx = Context { key: &group.key, now: time, message_id: id };
         let decided =
             std::panic::catch_unwind(AssertUnwindSafe(|| P::decide(state, data, &input, &ctx)));
@@ -591,10 +621,12 @@ fn plan<P: Process>(
             continue;
         }
         let instance = current.get_or_insert_with(|| Cached {
+            id: group.key.clone(),
+            hash: group.hash,
             key: key_json.clone(),
             version: 0,
             state: P::INITIAL,
-            data: P::Data::default(),
+            data: Arc::new(P::Data::default()),
             completed: false,
             timers: Vec::new(),
         });
@@ -632,7 +664,7 @@ fn plan<P: Process>(
         let next = decision.state;
         instance.state = next;
         if let Some(data) = decision.data {
-            instance.data = data;
+            instance.data = Arc::new(data);
         }
         if !matches!(job, Job::Timer { .. }) {
             inbox.push(id);
@@ -663,17 +695,13 @@ fn plan<P: Process>(
         expected_version,
         version: instance.version,
         state: states.body(instance.state),
-        data: Body::value(instance.data.clone()),
+        data: Body::Value(instance.data.clone()),
         completed_at,
         inbox,
         at: now,
         outbox: plan.outbox.clone(),
         timers: plan.timers.clone(),
     });
-    if instance.completed {
-        // A tombstone needs only its state.
-        instance.data = P::Data::default();
-    }
     plan.next = Some(instance);
     plan
 }
@@ -683,14 +711,14 @@ fn plan<P: Process>(
 fn apply<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
-    cache: &mut HashMap<P::Key, Cached<P>>,
+    cache: &mut Cache<P>,
     group: Group<P>,
     plan: Plan<P>,
     sequences: Vec<u64>,
 ) {
     if let Some(next) = plan.next {
         shared.apply_timers(runner.index, &next.key, &plan.timers);
-        cache.insert(group.key, next);
+        cache.insert(next);
     }
     if !plan.outbox.is_empty() {
         shared.relay(
@@ -755,9 +783,33 @@ impl<P: Process> States<P> {
     }
 }
 
+impl<P: Process> Cache<P> {
+    fn get(&self, hash: u64, key: &P::Key) -> Option<&Cached<P>> {
+        self.0.find(hash, |cached| cached.id == *key)
+    }
+
+    /// Puts an instance in, in place of the one with its key.
+    fn insert(&mut self, instance: Cached<P>) {
+        match self.0.find_mut(instance.hash, |cached| cached.id == instance.id) {
+            Some(slot) => *slot = instance,
+            None => {
+                self.0.insert_unique(instance.hash, instance, |cached| cached.hash);
+            }
+        }
+    }
+
+    fn remove(&mut self, hash: u64, key: &P::Key) {
+        if let Ok(entry) = self.0.find_entry(hash, |cached| cached.id == *key) {
+            entry.remove();
+        }
+    }
+}
+
 impl<P: Process> Cached<P> {
     fn copy(&self) -> Cached<P> {
         Cached {
+            id: self.id.clone(),
+            hash: self.hash,
             key: self.key.clone(),
             version: self.version,
             state: self.state,

@@ -3,17 +3,20 @@
 //! share their contents, so a test can start a second engine on the store
 //! of the first, as after a restart.
 //!
-//! Instances and their inbox rows live in shards by the hash of the key, each
-//! behind its own lock, so that workers committing different instances do not
-//! wait for each other. The inbox of an instance's messages is kept in the
-//! instance's shard: a message is correlated by its content, so it always
-//! reaches the same instance, and that is where a redelivery is met. The
-//! outbox and the dead letters, which need one order, share one more lock.
+//! Instances live in shards by the hash of the key, each behind its own
+//! lock, so that workers committing different instances do not wait for each
+//! other. Each instance keeps its own inbox, the ids of the messages it
+//! handled: a message is correlated by its content, so it always reaches the
+//! same instance, and that is where a redelivery is met. Kept there, the
+//! inbox is read and written with the instance, instead of in one table of
+//! every message id that grows with the traffic. The outbox and the dead
+//! letters, which need one order, share one more lock.
 
-use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
-use std::hash::{BuildHasherDefault, Hasher};
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use super::{
     Batch, CommitOutcome, DeadLetter, InstanceRecord, InstanceTimer, InstanceWrite, Letter,
@@ -32,28 +35,38 @@ pub struct MemoryStore {
 }
 
 struct Inner {
+    /// Hashes keys, which come from messages: seeded, as std's maps are.
+    /// One hash per call picks the shard and finds the instance in it.
+    hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
     ordered: Mutex<Ordered>,
 }
 
-/// Process name -> its instances and inbox rows in this shard.
+/// Process name -> its instances in this shard.
 #[derive(Default)]
-struct Shard(NameMap<String, Table>);
-
-#[derive(Default)]
-struct Table {
-    instances: HashMap<Arc<str>, Stored>,
-    /// Handled message ids and when they were handled.
-    inbox: HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>,
-}
+struct Shard(NameMap<String, HashTable<Stored>>);
 
 struct Stored {
+    key: Arc<str>,
+    hash: u64,
     version: u64,
     state: Body,
     data: Body,
     completed_at: Option<Timestamp>,
     timers: Vec<InstanceTimer>,
+    inbox: Handled,
 }
+
+/// The inbox of one instance: the ids of the messages it handled, and when.
+/// Most instances handle a few messages in their life, which a list holds
+/// best; one that handles many moves them to a map.
+enum Handled {
+    Few(Vec<(MessageId, Timestamp)>),
+    Many(HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>),
+}
+
+/// The most ids an instance's inbox keeps in a list.
+const FEW: usize = 16;
 
 /// What needs one order across all instances.
 #[derive(Default)]
@@ -68,18 +81,18 @@ impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
+                hasher: RandomState::new(),
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 ordered: Mutex::default(),
             }),
         }
     }
 
-    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
-        // The shard only spreads instances over locks: a cheap hash does,
-        // and the maps inside keep their own, hardened one.
-        let mut hasher = IdHasher::default();
-        hasher.write(key.as_bytes());
-        lock(&self.inner.shards[(hasher.finish() >> 32) as usize % SHARDS])
+    /// The hash of `key`, and its shard, locked.
+    fn shard(&self, key: &str) -> (u64, MutexGuard<'_, Shard>) {
+        let hash = self.inner.hasher.hash_one(key);
+        // High bits for the shard: the tables inside index by the low ones.
+        (hash, lock(&self.inner.shards[(hash >> 32) as usize % SHARDS]))
     }
 
     fn ordered(&self) -> MutexGuard<'_, Ordered> {
@@ -106,7 +119,7 @@ impl std::fmt::Debug for MemoryStore {
             .inner
             .shards
             .iter()
-            .map(|shard| lock(shard).0.values().map(|t| t.instances.len()).sum::<usize>())
+            .map(|shard| lock(shard).0.values().map(HashTable::len).sum::<usize>())
             .sum();
         let ordered = self.ordered();
         f.debug_struct("MemoryStore")
@@ -126,8 +139,8 @@ impl Store for MemoryStore {
         let records = keys
             .iter()
             .map(|key| {
-                let shard = self.shard(key);
-                let stored = shard.0.get(process)?.instances.get(key)?;
+                let (hash, shard) = self.shard(key);
+                let stored = shard.0.get(process)?.find(hash, |s| *s.key == **key)?;
                 Some(InstanceRecord {
                     version: stored.version,
                     state: stored.state.clone(),
@@ -143,8 +156,8 @@ impl Store for MemoryStore {
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
         let mut outcomes = Vec::with_capacity(batch.instances.len());
         for write in batch.instances {
-            let mut shard = self.shard(&write.key);
-            let (outcome, outbox) = shard.write(write);
+            let (hash, mut shard) = self.shard(&write.key);
+            let (outcome, outbox) = shard.write(hash, write);
             // The outbox rows take their sequence numbers while the shard is
             // still locked, so that an instance's rows keep its decision order.
             let outcome = match (outcome, outbox) {
@@ -159,7 +172,8 @@ impl Store for MemoryStore {
         }
         for letter in batch.dead_letters {
             if let Letter::Timer(timer) = &letter.letter {
-                self.shard(&timer.key).drop_timer(timer);
+                let (hash, mut shard) = self.shard(&timer.key);
+                shard.drop_timer(hash, timer);
             }
             let mut ordered = self.ordered();
             ordered.next_dead_letter += 1;
@@ -195,10 +209,10 @@ impl Store for MemoryStore {
         let mut rows = Vec::new();
         for shard in &self.inner.shards {
             for (process, table) in &lock(shard).0 {
-                for (key, stored) in &table.instances {
+                for stored in table {
                     rows.extend(stored.timers.iter().map(|timer| TimerRow {
                         process: process.clone(),
-                        key: key.to_string(),
+                        key: stored.key.to_string(),
                         timer: timer.timer.to_string(),
                         at: timer.at,
                         id: timer.id,
@@ -236,7 +250,8 @@ impl Store for MemoryStore {
                     timer.at = now;
                     // A timer of an instance that has completed since has
                     // nothing left to do; replaying it only clears the letter.
-                    if self.shard(&timer.key).put_timer(&timer) {
+                    let (hash, mut shard) = self.shard(&timer.key);
+                    if shard.put_timer(hash, &timer) {
                         replayed.timers.push(timer);
                     }
                 }
@@ -249,13 +264,15 @@ impl Store for MemoryStore {
         let mut pruned = Pruned::default();
         for shard in &self.inner.shards {
             for table in lock(shard).0.values_mut() {
-                let (instances, inbox) = (table.instances.len(), table.inbox.len());
-                table
-                    .instances
-                    .retain(|_, stored| stored.completed_at.is_none_or(|at| at >= before));
-                table.inbox.retain(|_, at| *at >= before);
-                pruned.tombstones += (instances - table.instances.len()) as u64;
-                pruned.inbox += (inbox - table.inbox.len()) as u64;
+                table.retain(|stored| {
+                    if stored.completed_at.is_some_and(|at| at < before) {
+                        pruned.tombstones += 1;
+                        pruned.inbox += stored.inbox.len() as u64;
+                        return false;
+                    }
+                    pruned.inbox += stored.inbox.prune(before) as u64;
+                    true
+                });
             }
         }
         Box::pin(std::future::ready(Ok(pruned)))
@@ -268,82 +285,82 @@ type Outbox = Option<(&'static str, Arc<str>, Vec<Envelope>)>;
 impl Shard {
     /// Applies one instance write, all or nothing: every check comes before
     /// the first change. Returns its outbox rows for numbering.
-    fn write(&mut self, write: InstanceWrite) -> (CommitOutcome, Outbox) {
+    fn write(&mut self, hash: u64, write: InstanceWrite) -> (CommitOutcome, Outbox) {
         let table = match self.0.get_mut(write.process) {
             Some(table) => table,
             None => self.0.entry(write.process.to_owned()).or_default(),
         };
         // One probe of the instance table: it is large, and each probe is
         // likely a cache miss.
-        let stored = table.instances.get_mut(&write.key);
+        let stored = table.find_mut(hash, |s| *s.key == *write.key);
         let current = stored.as_ref().map(|s| s.version);
         if current != write.expected_version {
             return (CommitOutcome::Conflict, None);
         }
-        // One probe per inbox row too: insert, and take the new rows back
-        // out if one was there already.
-        let mut duplicates = Vec::new();
-        for id in &write.inbox {
-            match table.inbox.entry(*id) {
-                Entry::Occupied(_) => duplicates.push(*id),
-                Entry::Vacant(row) => {
-                    row.insert(write.at);
-                }
-            }
-        }
+        let duplicates: Vec<MessageId> = write
+            .inbox
+            .iter()
+            .enumerate()
+            .filter(|(n, id)| {
+                stored.as_ref().is_some_and(|s| s.inbox.contains(**id))
+                    || write.inbox[..*n].contains(id)
+            })
+            .map(|(_, id)| *id)
+            .collect();
         if !duplicates.is_empty() {
-            for id in write.inbox.iter().filter(|id| !duplicates.contains(id)) {
-                table.inbox.remove(id);
-            }
             return (CommitOutcome::Duplicate(duplicates), None);
         }
-        match stored {
+        let completed = write.completed_at.is_some();
+        let stored = match stored {
             Some(stored) => {
-                apply_timer_changes(&mut stored.timers, &write.timers);
-                if write.completed_at.is_some() {
-                    stored.timers.clear();
-                }
                 stored.version = write.version;
                 stored.state = write.state;
                 stored.data = write.data;
                 stored.completed_at = write.completed_at;
+                stored
             }
-            None => {
-                let mut timers = Vec::new();
-                apply_timer_changes(&mut timers, &write.timers);
-                if write.completed_at.is_some() {
-                    timers.clear();
-                }
-                let stored = Stored {
-                    version: write.version,
-                    state: write.state,
-                    data: write.data,
-                    completed_at: write.completed_at,
-                    timers,
-                };
-                table.instances.insert(write.key.clone(), stored);
-            }
+            None => table
+                .insert_unique(
+                    hash,
+                    Stored {
+                        key: write.key.clone(),
+                        hash,
+                        version: write.version,
+                        state: write.state,
+                        data: write.data,
+                        completed_at: write.completed_at,
+                        timers: Vec::new(),
+                        inbox: Handled::Few(Vec::new()),
+                    },
+                    |s| s.hash,
+                )
+                .into_mut(),
+        };
+        for id in &write.inbox {
+            stored.inbox.insert(*id, write.at);
+        }
+        apply_timer_changes(&mut stored.timers, &write.timers);
+        if completed {
+            stored.timers.clear();
         }
         let outbox = (!write.outbox.is_empty()).then_some((write.process, write.key, write.outbox));
         (CommitOutcome::Committed { outbox: Vec::new() }, outbox)
     }
 
-    fn drop_timer(&mut self, row: &TimerRow) {
-        let stored = self
-            .0
-            .get_mut(&row.process)
-            .and_then(|table| table.instances.get_mut(row.key.as_str()));
+    fn find(&mut self, hash: u64, process: &str, key: &str) -> Option<&mut Stored> {
+        self.0.get_mut(process)?.find_mut(hash, |stored| *stored.key == *key)
+    }
+
+    fn drop_timer(&mut self, hash: u64, row: &TimerRow) {
+        let stored = self.find(hash, &row.process, &row.key);
         if let Some(stored) = stored {
             stored.timers.retain(|timer| !(*timer.timer == *row.timer && timer.id == row.id));
         }
     }
 
     /// Schedules a timer of a running instance; false if there is none.
-    fn put_timer(&mut self, row: &TimerRow) -> bool {
-        let stored = self
-            .0
-            .get_mut(&row.process)
-            .and_then(|table| table.instances.get_mut(row.key.as_str()));
+    fn put_timer(&mut self, hash: u64, row: &TimerRow) -> bool {
+        let stored = self.find(hash, &row.process, &row.key);
         let Some(stored) = stored.filter(|stored| stored.completed_at.is_none()) else {
             return false;
         };
@@ -373,9 +390,48 @@ impl Ordered {
     }
 }
 
+impl Handled {
+    fn contains(&self, id: MessageId) -> bool {
+        match self {
+            Handled::Few(ids) => ids.iter().any(|(known, _)| *known == id),
+            Handled::Many(ids) => ids.contains_key(&id),
+        }
+    }
+
+    fn insert(&mut self, id: MessageId, at: Timestamp) {
+        match self {
+            Handled::Few(ids) if ids.len() < FEW => ids.push((id, at)),
+            Handled::Few(ids) => {
+                let mut many: HashMap<_, _, _> = ids.drain(..).collect();
+                many.insert(id, at);
+                *self = Handled::Many(many);
+            }
+            Handled::Many(ids) => {
+                ids.insert(id, at);
+            }
+        }
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Handled::Few(ids) => ids.len(),
+            Handled::Many(ids) => ids.len(),
+        }
+    }
+
+    /// Forgets the ids handled before `before`; returns how many.
+    fn prune(&mut self, before: Timestamp) -> usize {
+        let len = self.len();
+        match self {
+            Handled::Few(ids) => ids.retain(|(_, at)| *at >= before),
+            Handled::Many(ids) => ids.retain(|_, at| *at >= before),
+        }
+        len - self.len()
+    }
+}
+
 /// Hashes message ids, which are random or SHA-1 derived already: folding
-/// their bytes is enough, and much cheaper than SipHash on the hot path.
-/// Also picks the shard of a key.
+/// their bytes is enough, and much cheaper than SipHash.
 #[derive(Default)]
 struct IdHasher(u64);
 

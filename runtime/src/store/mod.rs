@@ -112,7 +112,7 @@ pub struct InstanceWrite {
     /// makes the outcome a [`CommitOutcome::Duplicate`]. A store may keep
     /// the inbox per process or per instance: a message is correlated by its
     /// content, so a redelivery always reaches the instance that handled it.
-    pub inbox: Vec<MessageId>,
+    pub inbox: Inbox,
     /// When the messages were handled: the inbox rows' time, for pruning.
     pub at: Timestamp,
     /// The decided messages, in decision order.
@@ -120,6 +120,10 @@ pub struct InstanceWrite {
     /// Timer changes, in decision order.
     pub timers: Vec<TimerChange>,
 }
+
+/// The ids of the messages one instance write handled: nearly always one,
+/// so kept inline. `Vec`s and slices convert with `.into()`.
+pub type Inbox = smallvec::SmallVec<[MessageId; 1]>;
 
 /// A change to one pending timer of an instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
