@@ -13,14 +13,12 @@
 
 use std::any::{Any, TypeId};
 use std::borrow::Cow;
-use std::collections::HashSet;
 use std::hash::{BuildHasher, RandomState};
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Weak};
 
 use hashbrown::HashTable;
-use smallvec::SmallVec;
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, info_span, warn};
 
@@ -134,16 +132,33 @@ struct PendingTimer<P: Process> {
     id: MessageId,
 }
 
+/// The jobs of a batch, where they were received: a job is large (its
+/// envelope, its ack), so groups chain them by position instead of moving them.
+struct Jobs<P: Process> {
+    queued: Vec<Queued<P>>,
+    links: Vec<Link>,
+}
+
+#[derive(Clone, Copy)]
+struct Link {
+    /// The next job of the same instance, or [`END`].
+    next: usize,
+    /// Acknowledged (handled or dead-lettered): skipped from then on.
+    settled: bool,
+}
+
+const END: usize = usize::MAX;
+
 /// The messages of one batch for one instance.
-struct Group<P: Process> {
-    key: P::Key,
+struct Group {
     hash: u64,
+    /// The position of its first job, which holds its key, and of its last.
+    first: usize,
+    last: usize,
     /// The key as JSON, once known.
     json: Option<Arc<str>>,
     /// Whether the store was asked for the instance in this round.
     loaded: bool,
-    /// Nearly always one: kept inline.
-    jobs: SmallVec<[Job<P>; 1]>,
     /// Message ids the store says were handled already.
     duplicates: Vec<MessageId>,
     failures: u32,
@@ -157,7 +172,7 @@ struct Plan<P: Process> {
     next: Option<Cached<P>>,
     outbox: Vec<Envelope>,
     timers: Vec<TimerChange>,
-    /// Messages that went to the dead letters, by position in the group.
+    /// Messages that went to the dead letters, by position in the batch.
     dead: Vec<(usize, NewDeadLetter)>,
     counts: Counts,
 }
@@ -232,7 +247,7 @@ impl<P: Process> ProcessRunner<P> {
 async fn work<P: Process>(
     weak: Weak<Shared>,
     index: usize,
-    mut jobs: mpsc::UnboundedReceiver<Queued<P>>,
+    mut receiver: mpsc::UnboundedReceiver<Queued<P>>,
     mut ready: watch::Receiver<bool>,
 ) {
     if ready.wait_for(|ready| *ready).await.is_err() {
@@ -240,22 +255,24 @@ async fn work<P: Process>(
     }
     let mut cache = Cache::<P>(HashTable::new());
     let mut states = States::default();
-    while let Some(first) = jobs.recv().await {
-        let Some(shared) = weak.upgrade() else { return };
-        let mut batch = Vec::with_capacity((jobs.len() + 1).min(shared.config.max_batch));
-        batch.push(first);
-        while batch.len() < shared.config.max_batch {
-            match jobs.try_recv() {
-                Ok(job) => batch.push(job),
-                Err(_) => break,
-            }
+    // Kept from batch to batch, so that a busy worker allocates no lists.
+    let mut jobs = Jobs { queued: Vec::new(), links: Vec::new() };
+    let Some(max_batch) = weak.upgrade().map(|shared| shared.config.max_batch) else { return };
+    loop {
+        // Waits for one job, then takes every one queued, up to the batch size.
+        if receiver.recv_many(&mut jobs.queued, max_batch).await == 0 {
+            return;
         }
-        let count = batch.len();
+        let Some(shared) = weak.upgrade() else { return };
+        let count = jobs.queued.len();
         let Some(runner) = shared.processes[index].as_any().downcast_ref::<ProcessRunner<P>>()
         else {
             return;
         };
-        handle_batch(&shared, runner, &mut cache, &mut states, batch).await;
+        handle_batch(&shared, runner, &mut cache, &mut states, &mut jobs).await;
+        // Every ack is settled by now, unless the batch was given up; then
+        // dropping them asks for the messages again.
+        jobs.queued.clear();
         shared.finish(count);
     }
 }
@@ -267,19 +284,20 @@ async fn handle_batch<P: Process>(
     runner: &ProcessRunner<P>,
     cache: &mut Cache<P>,
     states: &mut States<P>,
-    batch: Vec<Queued<P>>,
+    jobs: &mut Jobs<P>,
 ) {
-    let mut groups = group(batch);
+    let mut groups = group(jobs);
     let mut transient = 0;
     let mut failures = 0;
     while !groups.is_empty() {
-        load(shared, cache, &mut groups).await;
+        load(shared, cache, jobs, &mut groups).await;
         // One reading of the clock for the round: the time inbox rows,
         // completions and dead letters are stamped with.
         let now = shared.clock.now();
         let mut plans: Vec<Plan<P>> = Vec::with_capacity(groups.len());
         for group in &groups {
-            plans.push(plan(now, runner, states, cache.get(group.hash, &group.key), group));
+            let cached = cache.get(group.hash, jobs.key(group));
+            plans.push(plan(now, runner, states, cached, group, jobs));
         }
         let mut writers = Vec::with_capacity(plans.len());
         // Writes are large and most groups write: growing the list one
@@ -349,16 +367,8 @@ async fn handle_batch<P: Process>(
         for ((mut group, plan), outcome) in groups.into_iter().zip(plans).zip(outcome_of) {
             // Dead letters were committed with the batch, whatever became of
             // the instance: those messages are settled.
-            let dead: HashSet<usize> = plan.dead.iter().map(|(i, _)| *i).collect();
-            if !dead.is_empty() {
-                let jobs = std::mem::take(&mut group.jobs);
-                for (i, job) in jobs.into_iter().enumerate() {
-                    if dead.contains(&i) {
-                        settle(job);
-                    } else {
-                        group.jobs.push(job);
-                    }
-                }
+            for (index, _) in &plan.dead {
+                jobs.settle(*index);
             }
             match outcome {
                 None | Some(CommitOutcome::Committed { .. }) => {
@@ -366,7 +376,7 @@ async fn handle_batch<P: Process>(
                         Some(CommitOutcome::Committed { outbox }) => outbox,
                         _ => Vec::new(),
                     };
-                    apply(shared, runner, cache, group, plan, sequences);
+                    apply(shared, runner, cache, jobs, &group, plan, sequences);
                 }
                 Some(CommitOutcome::Duplicate(ids)) => {
                     group.duplicates.extend(ids);
@@ -374,7 +384,7 @@ async fn handle_batch<P: Process>(
                     again.push(group);
                 }
                 Some(CommitOutcome::Conflict) => {
-                    cache.remove(group.hash, &group.key);
+                    cache.remove(group.hash, jobs.key(&group));
                     group.loaded = false;
                     group.failures += 1;
                     if group.failures >= shared.config.retry.attempts {
@@ -397,22 +407,29 @@ async fn handle_batch<P: Process>(
     }
 }
 
-/// Groups a batch by instance, keeping arrival order within each.
-fn group<P: Process>(batch: Vec<Queued<P>>) -> Vec<Group<P>> {
+/// Groups a batch by instance, chaining each one's jobs in arrival order.
+fn group<P: Process>(jobs: &mut Jobs<P>) -> Vec<Group> {
+    let count = jobs.queued.len();
+    jobs.links.clear();
+    jobs.links.resize(count, Link { next: END, settled: false });
     // Sized for the batch up front: there is at most one group per message.
-    let mut groups: Vec<Group<P>> = Vec::with_capacity(batch.len());
-    let mut by_key: HashTable<usize> = HashTable::with_capacity(batch.len());
-    for Queued { key, hash, job } in batch {
-        match by_key.find(hash, |&index| groups[index].key == key) {
-            Some(&index) => groups[index].jobs.push(job),
+    let mut groups: Vec<Group> = Vec::with_capacity(count);
+    let mut by_key: HashTable<usize> = HashTable::with_capacity(count);
+    for (index, queued) in jobs.queued.iter().enumerate() {
+        let same = |&group: &usize| jobs.queued[groups[group].first].key == queued.key;
+        match by_key.find(queued.hash, same) {
+            Some(&group) => {
+                jobs.links[groups[group].last].next = index;
+                groups[group].last = index;
+            }
             None => {
-                by_key.insert_unique(hash, groups.len(), |&index| groups[index].hash);
+                by_key.insert_unique(queued.hash, groups.len(), |&group| groups[group].hash);
                 groups.push(Group {
-                    key,
-                    hash,
+                    hash: queued.hash,
+                    first: index,
+                    last: index,
                     json: None,
                     loaded: false,
-                    jobs: smallvec::smallvec![job],
                     duplicates: Vec::new(),
                     failures: 0,
                     doomed: None,
@@ -423,16 +440,57 @@ fn group<P: Process>(batch: Vec<Queued<P>>) -> Vec<Group<P>> {
     groups
 }
 
+impl<P: Process> Jobs<P> {
+    fn key(&self, group: &Group) -> &P::Key {
+        &self.queued[group.first].key
+    }
+
+    /// The jobs of `group` not settled yet, in arrival order, with their
+    /// positions in the batch.
+    fn of<'a>(&'a self, group: &Group) -> impl Iterator<Item = (usize, &'a Job<P>)> + 'a {
+        let mut at = group.first;
+        std::iter::from_fn(move || {
+            while at != END {
+                let here = at;
+                at = self.links[here].next;
+                if !self.links[here].settled {
+                    return Some((here, &self.queued[here].job));
+                }
+            }
+            None
+        })
+    }
+
+    /// Acknowledges the job at `index`, once, leaving it in place.
+    fn settle(&mut self, index: usize) {
+        if std::mem::replace(&mut self.links[index].settled, true) {
+            return;
+        }
+        if let Job::Input { ack, .. } = &mut self.queued[index].job {
+            let id = ack.id();
+            std::mem::replace(ack, Ack::detached(id)).done();
+        }
+    }
+}
+
 /// Brings the instances of the groups that are not cached in from the store.
-async fn load<P: Process>(shared: &Shared, cache: &mut Cache<P>, groups: &mut [Group<P>]) {
+async fn load<P: Process>(
+    shared: &Shared,
+    cache: &mut Cache<P>,
+    // `&mut`, though only read, so that the future stays `Send`: a job is
+    // not `Sync`.
+    jobs: &mut Jobs<P>,
+    groups: &mut [Group],
+) {
     let mut missing = Vec::new();
     for (index, group) in groups.iter_mut().enumerate() {
-        if group.doomed.is_some() || group.loaded || cache.get(group.hash, &group.key).is_some() {
+        let key = jobs.key(group);
+        if group.doomed.is_some() || group.loaded || cache.get(group.hash, key).is_some() {
             continue;
         }
         let json = match &group.json {
             Some(json) => json.clone(),
-            None => match serde_json::to_string(&group.key) {
+            None => match serde_json::to_string(key) {
                 Ok(json) => Arc::<str>::from(json),
                 Err(error) => {
                     group.doomed = Some(format!("its key cannot be written as JSON: {error}"));
@@ -453,7 +511,7 @@ async fn load<P: Process>(shared: &Shared, cache: &mut Cache<P>, groups: &mut [G
         let group = &mut groups[index];
         group.loaded = true;
         let Some(record) = record else { continue };
-        match cached::<P>(group.key.clone(), group.hash, json, record) {
+        match cached::<P>(jobs.key(group).clone(), group.hash, json, record) {
             Ok(instance) => cache.insert(instance),
             Err(reason) => {
                 group.doomed = Some(format!("the stored instance cannot be read: {reason}"));
@@ -493,8 +551,10 @@ fn plan<P: Process>(
     runner: &ProcessRunner<P>,
     states: &mut States<P>,
     cached: Option<&Cached<P>>,
-    group: &Group<P>,
+    group: &Group,
+    jobs: &Jobs<P>,
 ) -> Plan<P> {
+    let key = jobs.key(group);
     let mut plan = Plan {
         write: None,
         next: None,
@@ -504,7 +564,7 @@ fn plan<P: Process>(
         counts: Counts::default(),
     };
     if let Some(reason) = &group.doomed {
-        for (index, job) in group.jobs.iter().enumerate() {
+        for (index, job) in jobs.of(group) {
             plan.dead.push((index, dead_letter::<P>(job, reason.clone(), now)));
         }
         return plan;
@@ -512,16 +572,16 @@ fn plan<P: Process>(
     let key_json = match (cached, &group.json) {
         (Some(cached), _) => cached.key.clone(),
         (None, Some(json)) => json.clone(),
-        (None, None) => Arc::from(serde_json::to_string(&group.key).unwrap_or_default()),
+        (None, None) => Arc::from(serde_json::to_string(key).unwrap_or_default()),
     };
     let mut current: Option<Cached<P>> = cached.map(Cached::copy);
     let mut inbox = Inbox::new();
     let mut completed_at = None;
-    for (index, job) in group.jobs.iter().enumerate() {
+    for (index, job) in jobs.of(group) {
         let (input, id, time, name) = match job {
             Job::Input { input, envelope, .. } => {
                 if group.duplicates.contains(&envelope.id) || inbox.contains(&envelope.id) {
-                    debug!(id = %envelope.id, "{}[{:?}] {} handled before: dropped", P::NAME, group.key, envelope.name);
+                    debug!(id = %envelope.id, "{}[{:?}] {} handled before: dropped", P::NAME, key, envelope.name);
                     plan.counts.duplicates += 1;
                     continue;
                 }
@@ -529,7 +589,7 @@ fn plan<P: Process>(
                     info!(
                         state = ?instance.state,
                         "{}[{:?}] {} arrived after completion: recorded, not restarted",
-                        P::NAME, group.key, envelope.name
+                        P::NAME, key, envelope.name
                     );
                     plan.counts.after_completion += 1;
                     continue;
@@ -544,7 +604,7 @@ fn plan<P: Process>(
                 if !pending || group.duplicates.contains(&row.id) {
                     // Moved, cancelled or handled since it was due: the timer
                     // that replaced it fires on its own.
-                    debug!(timer = %row.timer, "{}[{:?}] a stale timer firing: dropped", P::NAME, group.key);
+                    debug!(timer = %row.timer, "{}[{:?}] a stale timer firing: dropped", P::NAME, key);
                     continue;
                 }
                 let Some(instance) = current.as_mut() else { continue };
@@ -558,7 +618,7 @@ fn plan<P: Process>(
             }
         };
         let state = current.as_ref().map_or(P::INITIAL, |i| i.state);
-        let span = info_span!("message", process = P::NAME, key = ?group.key, state = ?state, id = %id, input = %name);
+        let span = info_span!("message", process = P::NAME, key = ?key, state = ?state, id = %id, input = %name);
         let _entered = span.enter();
         let default;
         let data = match &current {
@@ -568,14 +628,14 @@ fn plan<P: Process>(
                 &default
             }
         };
-        let ctx = Context { key: &group.key, now: time, message_id: id };
+        let ctx = Context { key: key, now: time, message_id: id };
         let decided =
             std::panic::catch_unwind(AssertUnwindSafe(|| P::decide(state, data, &input, &ctx)));
         let decision = match decided {
             Ok(decision) => decision,
             Err(panic) => {
                 let reason = format!("`decide` panicked: {}", panic_message(&*panic));
-                warn!(%reason, "{}[{:?}] {name}: dead-lettered", P::NAME, group.key);
+                warn!(%reason, "{}[{:?}] {name}: dead-lettered", P::NAME, key);
                 plan.dead.push((index, dead_letter::<P>(job, reason, now)));
                 if matches!(job, Job::Timer { .. }) {
                     // The firing is recorded as a dead letter; the timer row
@@ -592,11 +652,11 @@ fn plan<P: Process>(
                 debug!(
                     "{}[{:?}] {name} ignored by the initial state: no instance created",
                     P::NAME,
-                    group.key
+                    key
                 );
                 plan.counts.ignored_at_start += 1;
             } else {
-                debug!("{}[{:?}] {name} ignored in {state:?}", P::NAME, group.key);
+                debug!("{}[{:?}] {name} ignored in {state:?}", P::NAME, key);
                 plan.counts.ignored += 1;
             }
             continue;
@@ -621,7 +681,7 @@ fn plan<P: Process>(
             continue;
         }
         let instance = current.get_or_insert_with(|| Cached {
-            id: group.key.clone(),
+            id: key.clone(),
             hash: group.hash,
             key: key_json.clone(),
             version: 0,
@@ -672,7 +732,7 @@ fn plan<P: Process>(
         plan.counts.handled += 1;
         info!(
             from = ?state, to = ?next, sends = ?sends,
-            "{}[{:?}] {name}: {state:?} -> {next:?}, sends {sends:?}", P::NAME, group.key
+            "{}[{:?}] {name}: {state:?} -> {next:?}, sends {sends:?}", P::NAME, key
         );
         if P::is_final(next) {
             instance.completed = true;
@@ -680,7 +740,7 @@ fn plan<P: Process>(
                 plan.timers.push(TimerChange::Cancel { timer: pending.json });
             }
             completed_at = Some(now);
-            info!(state = ?next, "{}[{:?}] completed in {next:?}", P::NAME, group.key);
+            info!(state = ?next, "{}[{:?}] completed in {next:?}", P::NAME, key);
         }
     }
     if inbox.is_empty() {
@@ -712,7 +772,8 @@ fn apply<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
     cache: &mut Cache<P>,
-    group: Group<P>,
+    jobs: &mut Jobs<P>,
+    group: &Group,
     plan: Plan<P>,
     sequences: Vec<u64>,
 ) {
@@ -743,14 +804,11 @@ fn apply<P: Process>(
             counter.fetch_add(value, Ordering::Relaxed);
         }
     }
-    for job in group.jobs {
-        settle(job);
-    }
-}
-
-fn settle<P: Process>(job: Job<P>) {
-    if let Job::Input { ack, .. } = job {
-        ack.done();
+    let mut at = group.first;
+    while at != END {
+        let next = jobs.links[at].next;
+        jobs.settle(at);
+        at = next;
     }
 }
 
