@@ -33,6 +33,16 @@ pub trait Bus: Send + Sync + 'static {
         settle: Settle,
     ) -> BoxFuture<'static, Result<(), BusError>>;
 
+    /// Publishes one message: the same as [`Bus::publish`] with a list of
+    /// one, which a bus may do without making the list.
+    fn publish_one(
+        &self,
+        message: Envelope,
+        settle: Settle,
+    ) -> BoxFuture<'static, Result<(), BusError>> {
+        self.publish(vec![message], settle)
+    }
+
     /// Delivers to `receiver` the events and commands named in `subscription`.
     /// Several receivers of one command share its messages.
     fn subscribe(&self, subscription: Subscription, receiver: Arc<dyn Receiver>);
@@ -57,13 +67,14 @@ pub struct Settle(Then);
 enum Then {
     Call(Box<dyn FnOnce(Settled) + Send>),
     /// Hands the outcome and the message to a sink shared by many
-    /// publishes, which costs no allocation per message.
-    Sink(Arc<dyn SettleSink>, Envelope),
+    /// publishes, with the token the publisher gave: no allocation and no
+    /// reference count per message.
+    Sink(&'static dyn SettleSink, u64, Envelope),
 }
 
 /// Takes the outcomes of many single-message publishes.
 pub(crate) trait SettleSink: Send + Sync {
-    fn settled(&self, message: Envelope, settled: Settled);
+    fn settled(&self, token: u64, message: Envelope, settled: Settled);
 }
 
 /// How the deliveries of a published batch settled. Messages named in
@@ -152,8 +163,8 @@ impl Settle {
     }
 
     /// Settles the publish of `message` into `sink`.
-    pub(crate) fn sink(sink: Arc<dyn SettleSink>, message: Envelope) -> Settle {
-        Settle(Then::Sink(sink, message))
+    pub(crate) fn sink(sink: &'static dyn SettleSink, token: u64, message: Envelope) -> Settle {
+        Settle(Then::Sink(sink, token, message))
     }
 
     /// For messages whose outcome nobody waits for.
@@ -164,7 +175,7 @@ impl Settle {
     pub fn call(self, settled: Settled) {
         match self.0 {
             Then::Call(settle) => settle(settled),
-            Then::Sink(sink, message) => sink.settled(message, settled),
+            Then::Sink(sink, token, message) => sink.settled(token, message, settled),
         }
     }
 }
@@ -398,48 +409,38 @@ impl Bus for InProcessBus {
         mut messages: Vec<Envelope>,
         settle: Settle,
     ) -> BoxFuture<'static, Result<(), BusError>> {
+        if messages.len() == 1
+            && let Some(message) = messages.pop()
+        {
+            return self.publish_one(message, settle);
+        }
         let routes = self.routes();
         for message in &messages {
             for observer in &routes.observers {
                 observer(message);
             }
         }
+        deliver(self, &routes, messages, settle);
+        Box::pin(Accepted)
+    }
+
+    fn publish_one(
+        &self,
+        message: Envelope,
+        settle: Settle,
+    ) -> BoxFuture<'static, Result<(), BusError>> {
+        let routes = self.routes();
+        for observer in &routes.observers {
+            observer(&message);
+        }
         // The common case, one message to one receiver, needs no latch.
-        if let [message] = &messages[..]
-            && let Some(receiver) = self.only_receiver(&routes, message)
-        {
-            let id = message.id;
-            let message = messages.pop().expect("one message");
-            receiver.receive(message, Ack::new(id, settle));
-            return Box::pin(Accepted);
-        }
-        let latch = Latch::new(settle);
-        for message in messages {
-            let id = message.id;
-            match message.kind {
-                MessageKind::Event => {
-                    let receivers = routes.events.get(message.name.as_ref()).map_or(&[][..], |r| r);
-                    // Events are facts: one nobody subscribes to is handled by
-                    // being published.
-                    if let Some((last, others)) = receivers.split_last() {
-                        for receiver in others {
-                            receiver.receive(message.clone(), Ack::shared(&latch, id));
-                        }
-                        last.receive(message, Ack::shared(&latch, id));
-                    }
-                }
-                MessageKind::Command => match self.handler(&routes, &message) {
-                    Some(receiver) => receiver.receive(message, Ack::shared(&latch, id)),
-                    None => {
-                        let reason =
-                            format!("no handler is registered for command `{}`", message.name);
-                        latch.add();
-                        latch.settle_one(id, Outcome::Rejected(reason));
-                    }
-                },
+        match self.only_receiver(&routes, &message) {
+            Some(receiver) => {
+                let id = message.id;
+                receiver.receive(message, Ack::new(id, settle));
             }
+            None => deliver(self, &routes, vec![message], settle),
         }
-        latch.settle_one(MessageId::from_uuid(uuid::Uuid::nil()), Outcome::Done);
         Box::pin(Accepted)
     }
 
@@ -453,6 +454,37 @@ impl Bus for InProcessBus {
             }
         });
     }
+}
+
+/// Delivers messages to every receiver of each, settling the publish once
+/// all of them have settled.
+fn deliver(bus: &InProcessBus, routes: &Routes, messages: Vec<Envelope>, settle: Settle) {
+    let latch = Latch::new(settle);
+    for message in messages {
+        let id = message.id;
+        match message.kind {
+            MessageKind::Event => {
+                let receivers = routes.events.get(message.name.as_ref()).map_or(&[][..], |r| r);
+                // Events are facts: one nobody subscribes to is handled by
+                // being published.
+                if let Some((last, others)) = receivers.split_last() {
+                    for receiver in others {
+                        receiver.receive(message.clone(), Ack::shared(&latch, id));
+                    }
+                    last.receive(message, Ack::shared(&latch, id));
+                }
+            }
+            MessageKind::Command => match bus.handler(routes, &message) {
+                Some(receiver) => receiver.receive(message, Ack::shared(&latch, id)),
+                None => {
+                    let reason = format!("no handler is registered for command `{}`", message.name);
+                    latch.add();
+                    latch.settle_one(id, Outcome::Rejected(reason));
+                }
+            },
+        }
+    }
+    latch.settle_one(MessageId::from_uuid(uuid::Uuid::nil()), Outcome::Done);
 }
 
 #[cfg(test)]

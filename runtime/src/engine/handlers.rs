@@ -184,7 +184,7 @@ impl CommandContext {
         let on_settle = self.tracker.clone();
         let on_failure = self.tracker.clone();
         self.engine.shared.hand_off(
-            vec![envelope],
+            envelope,
             Settle::new(move |settled| on_settle.settle(settled)),
             move |error| {
                 on_failure.settle(Settled {

@@ -19,11 +19,11 @@ mod timers;
 mod worker;
 
 use std::any::TypeId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock, Weak};
 use std::time::Duration;
 
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -148,8 +148,8 @@ pub(crate) struct Shared {
     timers_changed: Arc<Notify>,
     /// Set once the outbox and timers of the store have been recovered.
     ready: watch::Sender<bool>,
-    /// The sink of [`Engine::publish`] and [`Engine::send`].
-    detached: Arc<dyn SettleSink>,
+    /// This engine's number in [`ENGINES`].
+    number: u64,
     /// Never sent on; dropped with the engine, which tells the tasks that
     /// wait on time to stop.
     #[allow(dead_code)]
@@ -231,7 +231,7 @@ impl Engine {
         let sender = Arc::new(Mutex::new(Some(sender)));
         let on_failure = sender.clone();
         self.shared.hand_off(
-            vec![envelope],
+            envelope,
             Settle::new(move |settled| {
                 if let Some(sender) = lock(&sender).take() {
                     let _ = sender.send(Ok(settled));
@@ -505,8 +505,9 @@ impl EngineBuilder {
         let (relay_sender, relay_receiver) = mpsc::unbounded_channel();
         let (ready, ready_receiver) = watch::channel(false);
         let (stop, stop_receiver) = watch::channel(());
-        let shared = Arc::new_cyclic(|weak| Shared {
-            detached: Arc::new(Detached(weak.clone())),
+        let number = NEXT_ENGINE.fetch_add(1, Ordering::Relaxed);
+        let shared = Arc::new(Shared {
+            number,
             store,
             bus,
             clock,
@@ -527,6 +528,7 @@ impl EngineBuilder {
             stop,
         });
         let weak = Arc::downgrade(&shared);
+        ENGINES.write().unwrap_or_else(|p| p.into_inner()).insert(number, weak.clone());
         for spawn in spawners {
             spawn(weak.clone(), ready_receiver.clone());
         }
@@ -571,13 +573,38 @@ async fn recover(weak: Weak<Shared>) {
     shared.finish(1);
 }
 
+/// The engines running in this program, by number. The outcome of a
+/// message published from outside any process names its engine by number
+/// rather than holding a counted reference: the message is published on one
+/// thread and settled on another, and a reference count per message would
+/// pass between them each time. The number is looked up only when something
+/// went wrong.
+static ENGINES: RwLock<BTreeMap<u64, Weak<Shared>>> = RwLock::new(BTreeMap::new());
+static NEXT_ENGINE: AtomicU64 = AtomicU64::new(1);
+
+fn engine(number: u64) -> Option<Arc<Shared>> {
+    ENGINES.read().unwrap_or_else(|p| p.into_inner()).get(&number)?.upgrade()
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        ENGINES.write().unwrap_or_else(|p| p.into_inner()).remove(&self.number);
+    }
+}
+
 /// Where the outcomes of messages published from outside go: nobody waits
-/// for them, so what no receiver handled goes to the dead letters.
-struct Detached(Weak<Shared>);
+/// for them, so what no receiver handled goes to the dead letters of the
+/// engine that published it.
+struct Detached;
+
+static DETACHED: Detached = Detached;
 
 impl SettleSink for Detached {
-    fn settled(&self, message: Envelope, settled: Settled) {
-        if let (false, Some(shared)) = (settled.is_clean(), self.0.upgrade()) {
+    fn settled(&self, number: u64, message: Envelope, settled: Settled) {
+        if settled.is_clean() {
+            return;
+        }
+        if let Some(shared) = engine(number) {
             shared.dead_letter_unsettled(vec![message], settled);
         }
     }
@@ -642,30 +669,26 @@ impl Shared {
 
     /// Publishes a message nobody waits for; what no receiver handles goes
     /// to the dead letters.
-    fn publish_detached(self: &Arc<Self>, envelope: Envelope) {
-        let on_failure = (Arc::downgrade(self), envelope.clone());
-        self.hand_off(
-            vec![envelope.clone()],
-            Settle::sink(self.detached.clone(), envelope),
-            move |error| {
-                let (shared, envelope) = on_failure;
-                if let Some(shared) = shared.upgrade() {
-                    let reason = format!("the bus did not take it: {error}");
-                    shared.dead_letter(Letter::Message(envelope), None, reason, None);
-                }
-            },
-        );
+    fn publish_detached(&self, envelope: Envelope) {
+        let (number, on_failure) = (self.number, envelope.clone());
+        let settle = Settle::sink(&DETACHED, number, envelope.clone());
+        self.hand_off(envelope, settle, move |error| {
+            if let Some(shared) = engine(number) {
+                let reason = format!("the bus did not take it: {error}");
+                shared.dead_letter(Letter::Message(on_failure), None, reason, None);
+            }
+        });
     }
 
-    /// Hands messages to the bus. The in-process bus takes them at once;
+    /// Hands a message to the bus. The in-process bus takes it at once;
     /// another bus may need a task to finish, which is spawned then.
     fn hand_off(
         &self,
-        messages: Vec<Envelope>,
+        message: Envelope,
         settle: Settle,
         failed: impl FnOnce(BusError) + Send + 'static,
     ) {
-        let mut handoff = self.bus.publish(messages, settle);
+        let mut handoff = self.bus.publish_one(message, settle);
         let mut context = std::task::Context::from_waker(std::task::Waker::noop());
         match handoff.as_mut().poll(&mut context) {
             std::task::Poll::Ready(Ok(())) => {}
