@@ -122,6 +122,14 @@ struct Cached<P: Process> {
     timers: Vec<PendingTimer<P>>,
 }
 
+/// The lists a worker needs for each batch, kept so as not to allocate them again.
+struct Scratch<P: Process> {
+    groups: Vec<Group>,
+    again: Vec<Group>,
+    by_key: HashTable<usize>,
+    plans: Vec<Plan<P>>,
+}
+
 /// The instances a worker keeps, found by the hash their messages carry.
 struct Cache<P: Process>(HashTable<Cached<P>>);
 
@@ -255,8 +263,12 @@ async fn work<P: Process>(
     }
     let mut cache = Cache::<P>(HashTable::new());
     let mut states = States::default();
-    // Kept from batch to batch, so that a busy worker allocates no lists.
+    // Kept from batch to batch, so that a busy worker allocates no lists:
+    // a full batch's lists are large, and allocating and freeing them each
+    // time has the allocator give memory back to the system and fault it in
+    // again.
     let mut jobs = Jobs { queued: Vec::new(), links: Vec::new() };
+    let mut scratch = Scratch { groups: Vec::new(), again: Vec::new(), by_key: HashTable::new(), plans: Vec::new() };
     let Some(max_batch) = weak.upgrade().map(|shared| shared.config.max_batch) else { return };
     loop {
         // Waits for one job, then takes every one queued, up to the batch size.
@@ -269,7 +281,7 @@ async fn work<P: Process>(
         else {
             return;
         };
-        handle_batch(&shared, runner, &mut cache, &mut states, &mut jobs).await;
+        handle_batch(&shared, runner, &mut cache, &mut states, &mut jobs, &mut scratch).await;
         // Every ack is settled by now, unless the batch was given up; then
         // dropping them asks for the messages again.
         jobs.queued.clear();
@@ -285,8 +297,12 @@ async fn handle_batch<P: Process>(
     cache: &mut Cache<P>,
     states: &mut States<P>,
     jobs: &mut Jobs<P>,
+    scratch: &mut Scratch<P>,
 ) {
-    let mut groups = group(jobs);
+    let mut groups = std::mem::take(&mut scratch.groups);
+    let mut again = std::mem::take(&mut scratch.again);
+    let mut plans = std::mem::take(&mut scratch.plans);
+    group(jobs, &mut groups, &mut scratch.by_key);
     let mut transient = 0;
     let mut failures = 0;
     while !groups.is_empty() {
@@ -294,7 +310,7 @@ async fn handle_batch<P: Process>(
         // One reading of the clock for the round: the time inbox rows,
         // completions and dead letters are stamped with.
         let now = shared.clock.now();
-        let mut plans: Vec<Plan<P>> = Vec::with_capacity(groups.len());
+        plans.clear();
         for group in &groups {
             let cached = cache.get(group.hash, jobs.key(group));
             plans.push(plan(now, runner, states, cached, group, jobs));
@@ -363,8 +379,7 @@ async fn handle_batch<P: Process>(
         for (index, outcome) in writers.into_iter().zip(outcomes) {
             outcome_of[index] = Some(outcome);
         }
-        let mut again = Vec::new();
-        for ((mut group, plan), outcome) in groups.into_iter().zip(plans).zip(outcome_of) {
+        for ((mut group, plan), outcome) in groups.drain(..).zip(plans.drain(..)).zip(outcome_of) {
             // Dead letters were committed with the batch, whatever became of
             // the instance: those messages are settled.
             for (index, _) in &plan.dead {
@@ -403,18 +418,22 @@ async fn handle_batch<P: Process>(
                 }
             }
         }
-        groups = again;
+        std::mem::swap(&mut groups, &mut again);
     }
+    *scratch = Scratch { groups, again, by_key: std::mem::take(&mut scratch.by_key), plans };
 }
 
 /// Groups a batch by instance, chaining each one's jobs in arrival order.
-fn group<P: Process>(jobs: &mut Jobs<P>) -> Vec<Group> {
+fn group<P: Process>(jobs: &mut Jobs<P>, groups: &mut Vec<Group>, by_key: &mut HashTable<usize>) {
     let count = jobs.queued.len();
     jobs.links.clear();
     jobs.links.resize(count, Link { next: END, settled: false });
     // Sized for the batch up front: there is at most one group per message.
-    let mut groups: Vec<Group> = Vec::with_capacity(count);
-    let mut by_key: HashTable<usize> = HashTable::with_capacity(count);
+    groups.clear();
+    groups.reserve(count);
+    by_key.clear();
+    // Empty, so growing it moves no entry and never asks for a hash.
+    by_key.reserve(count, |_| 0);
     for (index, queued) in jobs.queued.iter().enumerate() {
         let same = |&group: &usize| jobs.queued[groups[group].first].key == queued.key;
         match by_key.find(queued.hash, same) {
@@ -437,7 +456,6 @@ fn group<P: Process>(jobs: &mut Jobs<P>) -> Vec<Group> {
             }
         }
     }
-    groups
 }
 
 impl<P: Process> Jobs<P> {
