@@ -247,7 +247,10 @@ fn bare_sqlite(instances: usize, events: usize, batch: usize) -> (usize, Duratio
     // The store creates the schema; the loop then writes it directly.
     drop(SqliteStore::open(&path).unwrap());
     let mut connection = rusqlite::Connection::open(&path).unwrap();
+    // The store's own settings, so that the loop writes as the store does.
     connection.pragma_update(None, "synchronous", "FULL").unwrap();
+    let cache_kib = i64::from(SqliteOptions::default().cache_mib) * 1024;
+    connection.pragma_update(None, "cache_size", -cache_kib).unwrap();
     let state = serde_json::to_string(&TallyState::Counting).unwrap();
     {
         let transaction = connection.transaction().unwrap();
@@ -284,7 +287,8 @@ fn bare_sqlite(instances: usize, events: usize, batch: usize) -> (usize, Duratio
                 let key = n % instances;
                 counts[key] += 1;
                 let data = serde_json::to_string(&TallyData { count: counts[key] }).unwrap();
-                let id = uuid::Uuid::new_v4();
+                // Ids as the engine makes them for messages from outside.
+                let id = switchyard_runtime::MessageId::new().as_uuid();
                 assert_eq!(
                     inbox.execute(rusqlite::params![&id.as_bytes()[..], n as i64]).unwrap(),
                     1

@@ -38,7 +38,11 @@ pub enum MessageKind {
 pub struct MessageId(uuid::Uuid);
 
 impl MessageId {
-    /// A new random (version 4) id.
+    /// A new id: a version 7 UUID, which begins with the time in
+    /// milliseconds, the rest random. Ids made one after another sort
+    /// together, so that a database's index of them (the inbox) grows at its
+    /// end rather than at random places: a commit then writes a few pages of
+    /// that index instead of one page per message.
     ///
     /// Asking the operating system for randomness on every message costs a
     /// system call; instead each thread seeds a generator once from it and
@@ -57,7 +61,10 @@ impl MessageId {
             (high, low, n)
         });
         let random = u128::from(mix(high ^ n)) << 64 | u128::from(mix(low.wrapping_add(n)));
-        MessageId(uuid::Builder::from_random_bytes(random.to_be_bytes()).into_uuid())
+        let mut bytes = [0u8; 10];
+        bytes.copy_from_slice(&random.to_be_bytes()[..10]);
+        let millis = Timestamp::now().millis();
+        MessageId(uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid())
     }
 
     /// The id of the `index`-th message decided in answer to this one.
@@ -348,13 +355,17 @@ mod tests {
     }
 
     #[test]
-    fn new_ids_are_version_4_and_distinct() {
+    fn new_ids_are_version_7_and_distinct() {
         let ids: std::collections::HashSet<MessageId> =
             (0..10_000).map(|_| MessageId::new()).collect();
         assert_eq!(ids.len(), 10_000);
         let id = MessageId::new().as_uuid();
-        assert_eq!(id.get_version_num(), 4);
+        assert_eq!(id.get_version_num(), 7);
         assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        // They begin with the time, so later ids sort after earlier ones.
+        let before = MessageId::new();
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(MessageId::new() > before);
         let other_thread = std::thread::spawn(MessageId::new).join().unwrap();
         assert!(!ids.contains(&other_thread));
     }

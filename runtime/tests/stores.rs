@@ -39,7 +39,8 @@ async fn the_sqlite_store_conforms() {
 
 #[tokio::test]
 async fn the_sqlite_store_conforms_with_normal_durability() {
-    let options = SqliteOptions { durability: Durability::Normal, max_group: 2 };
+    let options =
+        SqliteOptions { durability: Durability::Normal, max_group: 2, ..SqliteOptions::default() };
     conformance::run(|| SqliteStore::open_with(fresh_path("normal"), options).unwrap()).await;
 }
 

@@ -268,7 +268,12 @@ async fn work<P: Process>(
     // time has the allocator give memory back to the system and fault it in
     // again.
     let mut jobs = Jobs { queued: Vec::new(), links: Vec::new() };
-    let mut scratch = Scratch { groups: Vec::new(), again: Vec::new(), by_key: HashTable::new(), plans: Vec::new() };
+    let mut scratch = Scratch {
+        groups: Vec::new(),
+        again: Vec::new(),
+        by_key: HashTable::new(),
+        plans: Vec::new(),
+    };
     let Some(max_batch) = weak.upgrade().map(|shared| shared.config.max_batch) else { return };
     loop {
         // Waits for one job, then takes every one queued, up to the batch size.

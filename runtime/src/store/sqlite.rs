@@ -43,11 +43,30 @@ pub struct SqliteOptions {
     /// The most calls one wake of the store's thread takes up, and so the
     /// most commits that share one transaction.
     pub max_group: usize,
+    /// Once a transaction holds this many rows to write (instance writes,
+    /// dead letters, outbox rows marked sent), the store's thread commits it
+    /// rather than taking up more calls. Under light load, many small
+    /// commits still share one transaction; a worker busy enough to fill one
+    /// alone gets its own, and the next worker's batch, which came in
+    /// meanwhile, goes into the next one instead of waiting for this one's
+    /// sync: the store's thread then always has work while the workers
+    /// decide.
+    pub group_rows: usize,
+    /// How much of the file SQLite keeps in memory, in MiB (SQLite's own
+    /// default is 2). The inbox grows with every message and is written at
+    /// random places (message ids are random), so a small cache reads its
+    /// pages back from the file again and again.
+    pub cache_mib: u32,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        SqliteOptions { durability: Durability::Full, max_group: 256 }
+        SqliteOptions {
+            durability: Durability::Full,
+            max_group: 256,
+            group_rows: 256,
+            cache_mib: 64,
+        }
     }
 }
 
@@ -133,14 +152,14 @@ impl SqliteStore {
         options: SqliteOptions,
     ) -> Result<SqliteStore, StoreError> {
         let path = path.as_ref().to_path_buf();
-        let connection = connect(&path, options.durability)?;
+        let connection = connect(&path, &options)?;
         let (requests, receiver) = mpsc::channel();
-        let max_group = options.max_group.max(1);
+        let group = Group { calls: options.max_group.max(1), rows: options.group_rows.max(1) };
         let transactions = Arc::new(AtomicU64::new(0));
         let counted = transactions.clone();
         std::thread::Builder::new()
             .name("switchyard-sqlite".to_owned())
-            .spawn(move || serve(connection, receiver, max_group, &counted))
+            .spawn(move || serve(connection, receiver, group, &counted))
             .map_err(|e| StoreError::Failed(e.into()))?;
         Ok(SqliteStore { requests, path: Arc::new(path), transactions })
     }
@@ -169,24 +188,26 @@ impl SqliteStore {
 }
 
 /// Opens the connection and brings its schema up to date.
-fn connect(path: &Path, durability: Durability) -> Result<Connection, StoreError> {
+fn connect(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
     let mut connection = Connection::open(path).map_err(error)?;
-    configure(&connection, durability).map_err(error)?;
+    configure(&connection, options).map_err(error)?;
     migrate(&mut connection)?;
     Ok(connection)
 }
 
-fn configure(connection: &Connection, durability: Durability) -> rusqlite::Result<()> {
+fn configure(connection: &Connection, options: &SqliteOptions) -> rusqlite::Result<()> {
     connection.busy_timeout(std::time::Duration::from_secs(5))?;
     let mode: String = connection.query_row("PRAGMA journal_mode = WAL", [], |row| row.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") && !mode.eq_ignore_ascii_case("memory") {
         tracing::warn!(%mode, "SQLite refused WAL mode; commits will be slower");
     }
-    let synchronous = match durability {
+    let synchronous = match options.durability {
         Durability::Full => "FULL",
         Durability::Normal => "NORMAL",
     };
     connection.pragma_update(None, "synchronous", synchronous)?;
+    // Negative: a size in KiB rather than in pages.
+    connection.pragma_update(None, "cache_size", -(i64::from(options.cache_mib) * 1024))?;
     connection.set_prepared_statement_cache_capacity(64);
     Ok(())
 }
@@ -215,14 +236,39 @@ fn migrate(connection: &mut Connection) -> Result<(), StoreError> {
 type Reply<T> = oneshot::Sender<Result<T, StoreError>>;
 
 enum Request {
-    Load { process: &'static str, keys: Vec<Arc<str>>, reply: Reply<Vec<Option<InstanceRecord>>> },
-    PendingOutbox { reply: Reply<Vec<OutboxRow>> },
-    PendingTimers { reply: Reply<Vec<TimerRow>> },
-    DeadLetters { reply: Reply<Vec<DeadLetter>> },
-    Commit { batch: Batch, reply: Reply<Vec<CommitOutcome>> },
-    MarkSent { sequences: Vec<u64>, reply: Reply<()> },
-    Replay { ids: Vec<u64>, now: Timestamp, reply: Reply<Replayed> },
-    Prune { before: Timestamp, reply: Reply<Pruned> },
+    Load {
+        process: &'static str,
+        keys: Vec<Arc<str>>,
+        reply: Reply<Vec<Option<InstanceRecord>>>,
+    },
+    PendingOutbox {
+        reply: Reply<Vec<OutboxRow>>,
+    },
+    PendingTimers {
+        reply: Reply<Vec<TimerRow>>,
+    },
+    DeadLetters {
+        reply: Reply<Vec<DeadLetter>>,
+    },
+    /// Answered with the batch, so that the caller frees what its own
+    /// thread allocated rather than the store's thread.
+    Commit {
+        batch: Batch,
+        reply: Reply<(Vec<CommitOutcome>, Batch)>,
+    },
+    MarkSent {
+        sequences: Vec<u64>,
+        reply: Reply<()>,
+    },
+    Replay {
+        ids: Vec<u64>,
+        now: Timestamp,
+        reply: Reply<Replayed>,
+    },
+    Prune {
+        before: Timestamp,
+        reply: Reply<Pruned>,
+    },
 }
 
 /// A write, taken apart from its reply so that the reply outlives a failed
@@ -235,30 +281,38 @@ enum Write {
 }
 
 enum Written {
-    Commit(Vec<CommitOutcome>),
+    Commit(Vec<CommitOutcome>, Batch),
     MarkSent,
     Replay(Replayed),
     Prune(Pruned),
 }
 
 enum WriteReply {
-    Commit(Reply<Vec<CommitOutcome>>),
+    Commit(Reply<(Vec<CommitOutcome>, Batch)>),
     MarkSent(Reply<()>),
     Replay(Reply<Replayed>),
     Prune(Reply<Pruned>),
+}
+
+/// How much one transaction takes up.
+#[derive(Clone, Copy)]
+struct Group {
+    calls: usize,
+    rows: usize,
 }
 
 /// The store's thread: answers reads, groups writes.
 fn serve(
     mut connection: Connection,
     requests: mpsc::Receiver<Request>,
-    max_group: usize,
+    group: Group,
     transactions: &AtomicU64,
 ) {
     let mut states = StateJson::default();
     while let Ok(first) = requests.recv() {
         let mut writes = Vec::new();
         let mut replies = Vec::new();
+        let mut rows = 0;
         let mut next = Some(first);
         while let Some(request) = next {
             match request {
@@ -275,10 +329,12 @@ fn serve(
                     let _ = reply.send(dead_letters(&connection).map_err(error));
                 }
                 Request::Commit { batch, reply } => {
+                    rows += batch.instances.len() + batch.dead_letters.len();
                     writes.push(Write::Commit(batch));
                     replies.push(WriteReply::Commit(reply));
                 }
                 Request::MarkSent { sequences, reply } => {
+                    rows += sequences.len();
                     writes.push(Write::MarkSent(sequences));
                     replies.push(WriteReply::MarkSent(reply));
                 }
@@ -291,7 +347,8 @@ fn serve(
                     replies.push(WriteReply::Prune(reply));
                 }
             }
-            next = if writes.len() < max_group { requests.try_recv().ok() } else { None };
+            let room = writes.len() < group.calls && rows < group.rows;
+            next = if room { requests.try_recv().ok() } else { None };
         }
         if !writes.is_empty() {
             let result = write_group(&mut connection, writes, &mut states);
@@ -314,7 +371,10 @@ fn write_group(
     let mut written = Vec::with_capacity(writes.len());
     for write in writes {
         written.push(match write {
-            Write::Commit(batch) => Written::Commit(commit(&transaction, batch, states)?),
+            Write::Commit(batch) => {
+                let outcomes = commit(&transaction, &batch, states)?;
+                Written::Commit(outcomes, batch)
+            }
             Write::MarkSent(sequences) => {
                 let mut delete =
                     transaction.prepare_cached("DELETE FROM outbox WHERE sequence = ?1")?;
@@ -338,8 +398,8 @@ fn answer(replies: Vec<WriteReply>, result: rusqlite::Result<Vec<Written>>) {
         Ok(written) => {
             for (reply, written) in replies.into_iter().zip(written) {
                 match (reply, written) {
-                    (WriteReply::Commit(reply), Written::Commit(outcomes)) => {
-                        drop(reply.send(Ok(outcomes)))
+                    (WriteReply::Commit(reply), Written::Commit(outcomes, batch)) => {
+                        drop(reply.send(Ok((outcomes, batch))))
                     }
                     (WriteReply::MarkSent(reply), Written::MarkSent) => drop(reply.send(Ok(()))),
                     (WriteReply::Replay(reply), Written::Replay(replayed)) => {
@@ -376,17 +436,17 @@ fn answer(replies: Vec<WriteReply>, result: rusqlite::Result<Vec<Written>>) {
 
 fn commit(
     transaction: &Transaction<'_>,
-    batch: Batch,
+    batch: &Batch,
     states: &mut StateJson,
 ) -> rusqlite::Result<Vec<CommitOutcome>> {
     let mut outcomes = Vec::with_capacity(batch.instances.len());
     if !batch.instances.is_empty() {
         let mut statements = Statements::prepare(transaction)?;
-        for write in batch.instances {
+        for write in &batch.instances {
             outcomes.push(write_instance(transaction, &mut statements, states, write)?);
         }
     }
-    for letter in batch.dead_letters {
+    for letter in &batch.dead_letters {
         insert_dead_letter(transaction, letter)?;
     }
     Ok(outcomes)
@@ -466,6 +526,16 @@ impl ToSql for Json {
     }
 }
 
+/// Writes a typed body as JSON in place. One that cannot be written stays
+/// typed: the store's thread meets the same error and fails its write.
+fn to_json(body: &mut Body) {
+    if let Body::Value(value) = body
+        && let Ok(json) = value.to_json()
+    {
+        *body = Body::Json(json.into());
+    }
+}
+
 fn json(body: &Body) -> Result<Json, serde_json::Error> {
     match body {
         Body::Value(value) => value.to_json().map(Json::Owned),
@@ -499,9 +569,9 @@ fn write_instance(
     transaction: &Transaction<'_>,
     statements: &mut Statements<'_>,
     states: &mut StateJson,
-    write: InstanceWrite,
+    write: &InstanceWrite,
 ) -> rusqlite::Result<CommitOutcome> {
-    let encoded = match encode(&write, states) {
+    let encoded = match encode(write, states) {
         Ok(encoded) => encoded,
         Err(reason) => return Ok(CommitOutcome::Failed(reason)),
     };
@@ -640,7 +710,7 @@ fn drop_timer(
 
 fn insert_dead_letter(
     transaction: &Transaction<'_>,
-    letter: NewDeadLetter,
+    letter: &NewDeadLetter,
 ) -> rusqlite::Result<()> {
     let mut insert = transaction.prepare_cached(
         "INSERT INTO dead_letters
@@ -977,8 +1047,19 @@ impl Store for SqliteStore {
         self.call(|reply| Request::Load { process, keys, reply })
     }
 
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
-        self.call(|reply| Request::Commit { batch, reply })
+    fn commit(&self, mut batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
+        // The store's one thread is what limits how fast it writes: bodies
+        // are written as JSON here, on the caller's thread, so that it only
+        // runs SQL. States stay typed: there are few, and the store's thread
+        // keeps each one's JSON.
+        for write in &mut batch.instances {
+            to_json(&mut write.data);
+            for message in &mut write.outbox {
+                to_json(&mut message.body);
+            }
+        }
+        let written = self.call(|reply| Request::Commit { batch, reply });
+        Box::pin(async move { written.await.map(|(outcomes, _batch)| outcomes) })
     }
 
     fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
