@@ -49,6 +49,12 @@ impl MessageId {
     /// mixes a counter. Two threads collide only if their random seeds line
     /// up, which is as unlikely as two random ids colliding.
     pub fn new() -> MessageId {
+        MessageId::at(Timestamp::now())
+    }
+
+    /// A new id as [`MessageId::new`] makes them, for a message sent at
+    /// `time`: for a caller that has read the clock already.
+    pub fn at(time: Timestamp) -> MessageId {
         thread_local! {
             static IDS: std::cell::Cell<(u64, u64, u64)> = std::cell::Cell::new({
                 let seed = uuid::Uuid::new_v4().as_u128();
@@ -63,8 +69,7 @@ impl MessageId {
         let random = u128::from(mix(high ^ n)) << 64 | u128::from(mix(low.wrapping_add(n)));
         let mut bytes = [0u8; 10];
         bytes.copy_from_slice(&random.to_be_bytes()[..10]);
-        let millis = Timestamp::now().millis();
-        MessageId(uuid::Builder::from_unix_timestamp_millis(millis, &bytes).into_uuid())
+        MessageId(uuid::Builder::from_unix_timestamp_millis(time.millis(), &bytes).into_uuid())
     }
 
     /// The id of the `index`-th message decided in answer to this one.
@@ -293,13 +298,14 @@ pub struct Envelope {
 impl Envelope {
     /// A new message with a fresh id, stamped with the current time.
     pub fn new(name: &'static str, kind: MessageKind, body: Body) -> Envelope {
+        let time = Timestamp::now();
         Envelope {
-            id: MessageId::new(),
+            id: MessageId::at(time),
             name: Cow::Borrowed(name),
             kind,
             body,
             causation: None,
-            time: Timestamp::now(),
+            time,
         }
     }
 

@@ -626,13 +626,14 @@ impl Receiver for Inlet {
 impl Shared {
     /// A new message from outside any process, stamped with the engine's clock.
     fn envelope(&self, name: &'static str, kind: MessageKind, body: Body) -> Envelope {
+        let time = self.clock.now();
         Envelope {
-            id: MessageId::new(),
+            id: MessageId::at(time),
             name: std::borrow::Cow::Borrowed(name),
             kind,
             body,
             causation: None,
-            time: self.clock.now(),
+            time,
         }
     }
 

@@ -308,6 +308,10 @@ async fn handle_batch<P: Process>(
     let mut again = std::mem::take(&mut scratch.again);
     let mut plans = std::mem::take(&mut scratch.plans);
     group(jobs, &mut groups, &mut scratch.by_key);
+    // Added to the engine's counters once per batch: the two workers
+    // adding to them for every message would pass their cache line back and
+    // forth.
+    let mut totals = Counts::default();
     let mut transient = 0;
     let mut failures = 0;
     while !groups.is_empty() {
@@ -384,6 +388,7 @@ async fn handle_batch<P: Process>(
         for (index, outcome) in writers.into_iter().zip(outcomes) {
             outcome_of[index] = Some(outcome);
         }
+        let mut done = Vec::with_capacity(groups.len());
         for ((mut group, plan), outcome) in groups.drain(..).zip(plans.drain(..)).zip(outcome_of) {
             // Dead letters were committed with the batch, whatever became of
             // the instance: those messages are settled.
@@ -396,7 +401,9 @@ async fn handle_batch<P: Process>(
                         Some(CommitOutcome::Committed { outbox }) => outbox,
                         _ => Vec::new(),
                     };
-                    apply(shared, runner, cache, jobs, &group, plan, sequences);
+                    totals.merge(&plan.counts);
+                    apply(shared, runner, cache, plan, sequences);
+                    done.push(group.first);
                 }
                 Some(CommitOutcome::Duplicate(ids)) => {
                     group.duplicates.extend(ids);
@@ -422,6 +429,13 @@ async fn handle_batch<P: Process>(
                     again.push(group);
                 }
             }
+        }
+        // The counters first, then the acks: whoever waits on an ack sees
+        // the counters that include its message.
+        totals.add_to(shared);
+        totals = Counts::default();
+        for first in done {
+            jobs.settle_group(first);
         }
         std::mem::swap(&mut groups, &mut again);
     }
@@ -482,6 +496,16 @@ impl<P: Process> Jobs<P> {
             }
             None
         })
+    }
+
+    /// Acknowledges every job of the group that starts at `first`.
+    fn settle_group(&mut self, first: usize) {
+        let mut at = first;
+        while at != END {
+            let next = self.links[at].next;
+            self.settle(at);
+            at = next;
+        }
     }
 
     /// Acknowledges the job at `index`, once, leaving it in place.
@@ -789,14 +813,12 @@ fn plan<P: Process>(
     plan
 }
 
-/// After a commit: the cache, the relay, the timer index, the counters, and
-/// at last the acks.
+/// After a commit: the cache, the relay and the timer index. The counters
+/// and the acks follow for the whole round.
 fn apply<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
     cache: &mut Cache<P>,
-    jobs: &mut Jobs<P>,
-    group: &Group,
     plan: Plan<P>,
     sequences: Vec<u64>,
 ) {
@@ -812,26 +834,6 @@ fn apply<P: Process>(
                 .map(|(sequence, message)| Pending { sequence, message })
                 .collect(),
         );
-    }
-    let c = &shared.counters;
-    let counts = &plan.counts;
-    for (counter, value) in [
-        (&c.handled, counts.handled),
-        (&c.ignored, counts.ignored),
-        (&c.ignored_at_start, counts.ignored_at_start),
-        (&c.after_completion, counts.after_completion),
-        (&c.duplicates, counts.duplicates),
-        (&c.timers_fired, counts.timers_fired),
-    ] {
-        if value > 0 {
-            counter.fetch_add(value, Ordering::Relaxed);
-        }
-    }
-    let mut at = group.first;
-    while at != END {
-        let next = jobs.links[at].next;
-        jobs.settle(at);
-        at = next;
     }
 }
 
@@ -861,6 +863,33 @@ impl<P: Process> States<P> {
         let body = Body::value(state);
         self.0.push((state, body.clone()));
         body
+    }
+}
+
+impl Counts {
+    fn merge(&mut self, other: &Counts) {
+        self.handled += other.handled;
+        self.ignored += other.ignored;
+        self.ignored_at_start += other.ignored_at_start;
+        self.after_completion += other.after_completion;
+        self.duplicates += other.duplicates;
+        self.timers_fired += other.timers_fired;
+    }
+
+    fn add_to(&self, shared: &Shared) {
+        let c = &shared.counters;
+        for (counter, value) in [
+            (&c.handled, self.handled),
+            (&c.ignored, self.ignored),
+            (&c.ignored_at_start, self.ignored_at_start),
+            (&c.after_completion, self.after_completion),
+            (&c.duplicates, self.duplicates),
+            (&c.timers_fired, self.timers_fired),
+        ] {
+            if value > 0 {
+                counter.fetch_add(value, Ordering::Relaxed);
+            }
+        }
     }
 }
 
