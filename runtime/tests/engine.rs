@@ -14,8 +14,8 @@ use switchyard_runtime::store::{
 use switchyard_runtime::testing::TestEngine;
 use switchyard_runtime::{
     Body, BoxFuture, Bus, BusError, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope,
-    HandlerError, InstanceStatus, Letter, ManualClock, MemoryStore, MessageKind, RetryPolicy,
-    Settle, Store, StoreError, Subscription, Timestamp,
+    HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore, MessageKind,
+    RetryPolicy, Settle, Store, StoreError, Subscription, Timestamp,
 };
 
 /// Runs `Order` with handlers that accept `Ship` and `Nudge`.
@@ -465,4 +465,65 @@ async fn each_message_is_handled_in_a_span_naming_process_key_state_and_id() {
         "{messages:?}"
     );
     assert!(spans.iter().any(|(name, _)| name == "handler"), "the Nudge handler ran in no span");
+}
+
+/// Takes `Nudge` commands, but asks for the first one again instead of
+/// taking it, as a receiver that was briefly unavailable would.
+#[derive(Default)]
+struct RefusesTheFirstNudge {
+    refused: AtomicU32,
+    taken: Mutex<Vec<u32>>,
+}
+
+impl switchyard_runtime::Receiver for RefusesTheFirstNudge {
+    fn receive(&self, message: Envelope, ack: switchyard_runtime::Ack) {
+        let nudge: Nudge = message.body.decode().unwrap();
+        if nudge.reminders == 1 && self.refused.fetch_add(1, Ordering::SeqCst) == 0 {
+            // Dropped unsettled: the sender is asked to send it again.
+            drop(ack);
+            return;
+        }
+        self.taken.lock().unwrap().push(nudge.reminders);
+        ack.done();
+    }
+}
+
+/// Waits, in real time, until `done` holds.
+async fn until(what: &str, done: impl Fn() -> bool) {
+    for _ in 0..500 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("waited 5 s for {what}");
+}
+
+#[tokio::test]
+async fn a_command_sent_again_is_not_overtaken_by_a_later_one_of_its_instance() {
+    let clock = ManualClock::default();
+    let bus = InProcessBus::new();
+    let nudges = Arc::new(RefusesTheFirstNudge::default());
+    let commands = Subscription { events: Vec::new(), commands: vec!["Nudge".into()] };
+    bus.subscribe(commands, nudges.clone());
+    // A long wait before sending again, so that the second reminder is
+    // decided and committed while the first waits.
+    let slow = RetryPolicy {
+        attempts: 5,
+        first_backoff: Duration::from_millis(300),
+        max_backoff: Duration::from_millis(300),
+    };
+    let engine =
+        Engine::builder().clock(clock.clone()).bus(bus).retry(slow).process::<Order>().build();
+    engine.publish(placed(1));
+    engine.idle().await;
+
+    clock.advance(HOUR);
+    until("the first reminder to be refused", || nudges.refused.load(Ordering::SeqCst) == 1).await;
+    clock.advance(HOUR);
+    until("the second reminder to be decided", || engine.stats().timers_fired == 2).await;
+    engine.idle().await;
+
+    assert_eq!(*nudges.taken.lock().unwrap(), [1, 2], "the instance's commands kept their order");
+    assert_eq!(engine.stats().retried, 1, "the first reminder was sent again once");
 }

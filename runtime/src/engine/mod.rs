@@ -331,11 +331,7 @@ impl Engine {
     pub async fn replay(&self, ids: &[u64]) -> Result<usize, Error> {
         let replayed = self.shared.store.replay(ids.to_vec(), self.now()).await?;
         let count = replayed.messages.len() + replayed.timers.len();
-        let rows = replayed
-            .messages
-            .into_iter()
-            .map(|row| Pending { sequence: row.sequence, message: row.message })
-            .collect();
+        let rows = replayed.messages.into_iter().map(Pending::from).collect();
         self.shared.relay(rows);
         self.shared.recover_timers(replayed.timers);
         Ok(count)
@@ -554,6 +550,15 @@ impl EngineBuilder {
     }
 }
 
+impl From<crate::store::OutboxRow> for Pending {
+    fn from(row: crate::store::OutboxRow) -> Pending {
+        // A replayed dead letter knows no instance: it keeps no order.
+        let instance = (!row.key.is_empty())
+            .then(|| (std::borrow::Cow::Owned(row.process), Arc::from(row.key)));
+        Pending { sequence: row.sequence, message: row.message, instance }
+    }
+}
+
 /// Loads what the last run left: outbox rows not yet sent go to the relay
 /// before anything new, pending timers into the index. Then the workers start.
 async fn recover(weak: Weak<Shared>) {
@@ -562,11 +567,7 @@ async fn recover(weak: Weak<Shared>) {
     if !rows.is_empty() {
         info!(rows = rows.len(), "sending the outbox rows left by the last run");
     }
-    shared.relay(
-        rows.into_iter()
-            .map(|row| Pending { sequence: row.sequence, message: row.message })
-            .collect(),
-    );
+    shared.relay(rows.into_iter().map(Pending::from).collect());
     let timers = shared.persist("read the timers", || shared.store.pending_timers()).await;
     shared.recover_timers(timers);
     shared.ready.send_replace(true);

@@ -822,19 +822,23 @@ fn apply<P: Process>(
     plan: Plan<P>,
     sequences: Vec<u64>,
 ) {
-    if let Some(next) = plan.next {
-        shared.apply_timers(runner.index, &next.key, &plan.timers);
-        cache.insert(next);
-    }
+    let Some(next) = plan.next else { return };
+    shared.apply_timers(runner.index, &next.key, &plan.timers);
     if !plan.outbox.is_empty() {
+        let instance = (Cow::Borrowed(P::NAME), next.key.clone());
         shared.relay(
             sequences
                 .into_iter()
                 .zip(plan.outbox)
-                .map(|(sequence, message)| Pending { sequence, message })
+                .map(|(sequence, message)| Pending {
+                    sequence,
+                    message,
+                    instance: Some(instance.clone()),
+                })
                 .collect(),
         );
     }
+    cache.insert(next);
 }
 
 fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewDeadLetter {
