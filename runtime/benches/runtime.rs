@@ -324,6 +324,11 @@ fn cpu_time() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// How many times each measurement and its baseline run, in turn. The
+/// machine is shared and its speed varies by 10 to 20% from one run to the
+/// next; the best of five is steadier than the best of three.
+const ROUNDS: usize = 5;
+
 /// Runs `engine` and `baseline` in turn, `rounds` times, so that a change in
 /// the machine's load hits both alike, and returns the best rate of each
 /// (events per second) with the engine's CPU time per event in its best run.
@@ -356,7 +361,7 @@ fn main() {
     if wanted("in-memory") {
         let (instances, events) = (scaled(100_000), scaled(1_000_000));
         let (engine, bare, cpu) =
-            side_by_side(3, || in_memory_engine(instances, events), || bare_channel(events));
+            side_by_side(ROUNDS, || in_memory_engine(instances, events), || bare_channel(events));
         println!(
             "in memory: {:.2} µs of CPU per event (all threads, warm-up included) in the engine's best run",
             cpu.as_secs_f64() * 1e6
@@ -376,7 +381,7 @@ fn main() {
         // The bare loop writes in batches as large as the engine's last run did.
         let batch = std::cell::Cell::new(1);
         let (engine, bare, cpu) = side_by_side(
-            3,
+            ROUNDS,
             || {
                 let (events, took, per_transaction) = sqlite_engine(instances, events);
                 batch.set(per_transaction.round().max(1.0) as usize);

@@ -489,8 +489,11 @@ struct StateJson(Vec<(Value, Arc<[u8]>)>);
 type Value = Arc<dyn crate::message::Payload>;
 
 impl StateJson {
-    fn get(&mut self, body: &Body) -> Result<Json, serde_json::Error> {
-        let Body::Value(value) = body else { return json(body) };
+    fn get(&mut self, body: &Body) -> Result<Json<'static>, serde_json::Error> {
+        let value = match body {
+            Body::Value(value) => value,
+            Body::Json(bytes) => return Ok(Json::Shared(bytes.clone())),
+        };
         if let Some((_, json)) = self.0.iter().find(|(known, _)| Arc::ptr_eq(known, value)) {
             return Ok(Json::Shared(json.clone()));
         }
@@ -504,23 +507,27 @@ impl StateJson {
 }
 
 /// JSON bytes, written as text.
-enum Json {
+enum Json<'a> {
     Shared(Arc<[u8]>),
     Owned(Vec<u8>),
+    /// The bytes of a JSON body, read in place: no reference count to touch
+    /// on memory another thread wrote.
+    Borrowed(&'a [u8]),
 }
 
-impl std::ops::Deref for Json {
+impl std::ops::Deref for Json<'_> {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
         match self {
             Json::Shared(bytes) => bytes,
             Json::Owned(bytes) => bytes,
+            Json::Borrowed(bytes) => bytes,
         }
     }
 }
 
-impl ToSql for Json {
+impl ToSql for Json<'_> {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(ToSqlOutput::Borrowed(ValueRef::Text(self)))
     }
@@ -536,22 +543,22 @@ fn to_json(body: &mut Body) {
     }
 }
 
-fn json(body: &Body) -> Result<Json, serde_json::Error> {
+fn json(body: &Body) -> Result<Json<'_>, serde_json::Error> {
     match body {
         Body::Value(value) => value.to_json().map(Json::Owned),
-        Body::Json(bytes) => Ok(Json::Shared(bytes.clone())),
+        Body::Json(bytes) => Ok(Json::Borrowed(bytes)),
     }
 }
 
 /// The JSON of an instance write, made before anything is written so that a
 /// value that cannot be written changes nothing.
-struct Encoded {
-    state: Json,
-    data: Json,
-    bodies: Vec<Json>,
+struct Encoded<'a> {
+    state: Json<'static>,
+    data: Json<'a>,
+    bodies: Vec<Json<'a>>,
 }
 
-fn encode(write: &InstanceWrite, states: &mut StateJson) -> Result<Encoded, String> {
+fn encode<'a>(write: &'a InstanceWrite, states: &mut StateJson) -> Result<Encoded<'a>, String> {
     let failed =
         |what: &str, e: serde_json::Error| format!("the {what} cannot be written as JSON: {e}");
     let state = states.get(&write.state).map_err(|e| failed("state", e))?;
@@ -579,7 +586,7 @@ fn write_instance(
     let key: &str = &write.key;
 
     // The inbox first: a message handled before makes the whole write a duplicate.
-    let mut inserted = Vec::with_capacity(write.inbox.len());
+    let mut inserted = crate::store::Inbox::new();
     let mut duplicates = Vec::new();
     for id in &write.inbox {
         if statements.inbox.execute(params![process, blob(*id), time(write.at)])? == 1 {
