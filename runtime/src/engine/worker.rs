@@ -675,7 +675,7 @@ fn plan<P: Process>(
                 &default
             }
         };
-        let ctx = Context { key: key, now: time, message_id: id };
+        let ctx = Context { key, now: time, message_id: id };
         let decided =
             std::panic::catch_unwind(AssertUnwindSafe(|| P::decide(state, data, &input, &ctx)));
         let decision = match decided {
