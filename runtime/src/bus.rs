@@ -241,6 +241,24 @@ impl Ack {
         }
     }
 
+    /// Gives the ack up unsettled when settling it would only tell the
+    /// detached-publish sink under `token` that the message was handled:
+    /// nobody waits for it, or only that sink does, and its owner (the
+    /// engine with that number) handles failures of its own receivers
+    /// itself. Returns the ack otherwise.
+    pub(crate) fn unless_only(mut self, token: u64) -> Option<Ack> {
+        let only = match &self.target {
+            Target::Nobody => true,
+            Target::Alone(Settle(Then::Sink(_, owner, _))) => *owner == token,
+            _ => false,
+        };
+        if !only {
+            return Some(self);
+        }
+        self.target = Target::Nobody;
+        None
+    }
+
     /// One receipt per part, for a message that several parts of a receiver
     /// handle: this one is done when all are, rejected if one is, and
     /// unacknowledged if one is and none rejected it.

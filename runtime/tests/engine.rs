@@ -299,11 +299,13 @@ async fn the_outbox_left_by_a_crash_is_sent_at_the_next_start_with_the_same_ids(
     assert!(store.pending_outbox().await.unwrap().is_empty());
 }
 
-/// A store that fails its first commits as if the disk were busy.
+/// A store that fails its first commits: as if the disk were busy, or, if
+/// `lasting`, with an error that trying again does not seem to cure.
 #[derive(Clone)]
 struct Flaky {
     inner: MemoryStore,
     failures: Arc<AtomicU32>,
+    lasting: bool,
 }
 
 impl Store for Flaky {
@@ -318,7 +320,12 @@ impl Store for Flaky {
     fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
         if self.failures.load(Ordering::SeqCst) > 0 {
             self.failures.fetch_sub(1, Ordering::SeqCst);
-            return Box::pin(async { Err(StoreError::Unavailable("the disk is busy".into())) });
+            let error = if self.lasting {
+                StoreError::Failed("the disk is full".into())
+            } else {
+                StoreError::Unavailable("the disk is busy".into())
+            };
+            return Box::pin(async { Err(error) });
         }
         self.inner.commit(batch)
     }
@@ -350,7 +357,8 @@ impl Store for Flaky {
 
 #[tokio::test(start_paused = true)]
 async fn transient_store_errors_are_retried_and_nothing_is_lost() {
-    let store = Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(3)) };
+    let store =
+        Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(3)), lasting: false };
     let engine =
         orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
     engine.publish(placed(14));
@@ -363,6 +371,28 @@ async fn transient_store_errors_are_retried_and_nothing_is_lost() {
     let stats = engine.stats();
     assert!(stats.retried >= 3, "{stats:?}");
     assert_eq!((stats.handled, stats.commands_delivered, stats.dead_lettered), (2, 1, 0));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_message_the_engine_published_is_kept_until_the_store_takes_its_dead_letter() {
+    // Enough failures that the commit's retries run out, and then the dead
+    // letter's for a while too. Nobody would send this message again, so
+    // the engine may not give it up.
+    let store =
+        Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(20)), lasting: true };
+    let engine =
+        orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
+    let id = engine.publish(placed(15));
+    engine.idle().await;
+    let letters = engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].message_id(), id);
+    assert!(letters[0].reason.contains("the disk is full"), "{}", letters[0].reason);
+    // The store is back: replayed, the message creates its instance.
+    assert_eq!(engine.replay(&[letters[0].id]).await.unwrap(), 1);
+    engine.idle().await;
+    let status = engine.instance::<Order>(&15).await.unwrap();
+    assert!(matches!(status, Some(InstanceStatus::Running { .. })), "{status:?}");
 }
 
 #[tokio::test]

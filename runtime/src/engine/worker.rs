@@ -103,8 +103,19 @@ struct Queued<P: Process> {
 }
 
 enum Job<P: Process> {
-    Input { input: P::Input, envelope: Envelope, ack: Ack },
-    Timer { timer: P::Timer, row: TimerRow },
+    Input {
+        input: P::Input,
+        envelope: Envelope,
+        /// `None` when settling it would tell only this engine (a message
+        /// it published itself, or one nobody waits for): this engine
+        /// records what it cannot handle itself. Boxed otherwise: an ack is
+        /// large, and a job is moved through a channel.
+        ack: Option<Box<Ack>>,
+    },
+    Timer {
+        timer: P::Timer,
+        row: TimerRow,
+    },
 }
 
 /// An instance as a worker keeps it.
@@ -215,7 +226,10 @@ impl<P: Process> Runner for ProcessRunner<P> {
             return;
         };
         match (route.decode)(&envelope) {
-            Ok((key, input)) => self.enqueue(shared, key, Job::Input { input, envelope, ack }),
+            Ok((key, input)) => {
+                let ack = ack.unless_only(shared.number).map(Box::new);
+                self.enqueue(shared, key, Job::Input { input, envelope, ack });
+            }
             Err(error) => {
                 let reason =
                     format!("process `{}` could not decode `{}`: {error}", P::NAME, envelope.name);
@@ -370,9 +384,17 @@ async fn handle_batch<P: Process>(
                 if failures >= shared.config.retry.attempts {
                     if groups.iter().all(|g| g.doomed.is_some()) {
                         // Not even the dead letters can be written. Give the
-                        // messages back: their acks, dropped, ask for them again.
-                        tracing::error!(%error, "cannot record dead letters; leaving the messages to be redelivered");
-                        return;
+                        // messages back: their acks, dropped, ask for them
+                        // again. A message nobody would send again (this
+                        // engine published it) cannot be given back: then
+                        // keep trying until the store takes the dead letters.
+                        if jobs.all_redeliverable() {
+                            tracing::error!(%error, "cannot record dead letters; leaving the messages to be redelivered");
+                            return;
+                        }
+                        tracing::error!(%error, failures, "cannot record dead letters; trying again");
+                        tokio::time::sleep(shared.config.retry.backoff(failures)).await;
+                        continue;
                     }
                     for group in &mut groups {
                         group.doomed.get_or_insert_with(|| format!("the store failed: {error}"));
@@ -498,6 +520,14 @@ impl<P: Process> Jobs<P> {
         })
     }
 
+    /// Whether every message of the batch not yet settled would be sent
+    /// again if its ack were dropped. Timers are: they stay in the store.
+    fn all_redeliverable(&self) -> bool {
+        self.queued.iter().zip(&self.links).all(|(queued, link)| {
+            link.settled || !matches!(queued.job, Job::Input { ack: None, .. })
+        })
+    }
+
     /// Acknowledges every job of the group that starts at `first`.
     fn settle_group(&mut self, first: usize) {
         let mut at = first;
@@ -513,9 +543,10 @@ impl<P: Process> Jobs<P> {
         if std::mem::replace(&mut self.links[index].settled, true) {
             return;
         }
-        if let Job::Input { ack, .. } = &mut self.queued[index].job {
-            let id = ack.id();
-            std::mem::replace(ack, Ack::detached(id)).done();
+        if let Job::Input { ack, .. } = &mut self.queued[index].job
+            && let Some(ack) = ack.take()
+        {
+            ack.done();
         }
     }
 }
