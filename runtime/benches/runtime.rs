@@ -271,6 +271,9 @@ fn bare_sqlite(instances: usize, events: usize, batch: usize) -> (usize, Duratio
     let mut n = 0;
     while n < events {
         let transaction = connection.transaction().unwrap();
+        // Stamped as the engine stamps its rows: the time of the round, the
+        // same for every row of the batch (it matters to the index on it).
+        let now = switchyard_runtime::Timestamp::now().millis() as i64;
         {
             let mut inbox = transaction
                 .prepare_cached(
@@ -289,10 +292,7 @@ fn bare_sqlite(instances: usize, events: usize, batch: usize) -> (usize, Duratio
                 let data = serde_json::to_string(&TallyData { count: counts[key] }).unwrap();
                 // Ids as the engine makes them for messages from outside.
                 let id = switchyard_runtime::MessageId::new().as_uuid();
-                assert_eq!(
-                    inbox.execute(rusqlite::params![&id.as_bytes()[..], n as i64]).unwrap(),
-                    1
-                );
+                assert_eq!(inbox.execute(rusqlite::params![&id.as_bytes()[..], now]).unwrap(), 1);
                 let changed = update
                     .execute(rusqlite::params![
                         key.to_string(),
@@ -300,7 +300,7 @@ fn bare_sqlite(instances: usize, events: usize, batch: usize) -> (usize, Duratio
                         versions[key] + 1,
                         state,
                         data,
-                        n as i64
+                        now
                     ])
                     .unwrap();
                 assert_eq!(changed, 1);
