@@ -405,6 +405,10 @@ async fn tombstones_are_pruned_after_the_retention() {
     test.advance(25 * HOUR).await;
     test.engine.prune().await.unwrap();
     assert_eq!(status(&test, 15).await, None);
+    // Nothing of the pruned order lingers in the engine: the key starts afresh.
+    test.engine.publish(placed(15));
+    test.engine.idle().await;
+    assert!(matches!(status(&test, 15).await, Some(InstanceStatus::Running { .. })));
 }
 
 #[tokio::test]

@@ -424,7 +424,7 @@ async fn handle_batch<P: Process>(
                         _ => Vec::new(),
                     };
                     totals.merge(&plan.counts);
-                    apply(shared, runner, cache, plan, sequences);
+                    apply(shared, runner, cache, plan, sequences, group.hash, jobs.key(&group));
                     done.push(group.first);
                 }
                 Some(CommitOutcome::Duplicate(ids)) => {
@@ -852,8 +852,18 @@ fn apply<P: Process>(
     cache: &mut Cache<P>,
     plan: Plan<P>,
     sequences: Vec<u64>,
+    hash: u64,
+    key: &P::Key,
 ) {
-    let Some(next) = plan.next else { return };
+    // A completed instance is a tombstone: the store keeps it, and the cache
+    // lets it go, so that the cache holds running instances only instead of
+    // every instance the engine has seen. A late message loads it again.
+    let Some(next) = plan.next else {
+        if cache.get(hash, key).is_some_and(|cached| cached.completed) {
+            cache.remove(hash, key);
+        }
+        return;
+    };
     shared.apply_timers(runner.index, &next.key, &plan.timers);
     if !plan.outbox.is_empty() {
         let instance = (Cow::Borrowed(P::NAME), next.key.clone());
@@ -869,7 +879,11 @@ fn apply<P: Process>(
                 .collect(),
         );
     }
-    cache.insert(next);
+    if next.completed {
+        cache.remove(hash, key);
+    } else {
+        cache.insert(next);
+    }
 }
 
 fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewDeadLetter {
