@@ -550,15 +550,6 @@ impl EngineBuilder {
     }
 }
 
-impl From<crate::store::OutboxRow> for Pending {
-    fn from(row: crate::store::OutboxRow) -> Pending {
-        // A replayed dead letter knows no instance: it keeps no order.
-        let instance = (!row.key.is_empty())
-            .then(|| (std::borrow::Cow::Owned(row.process), Arc::from(row.key)));
-        Pending { sequence: row.sequence, message: row.message, instance }
-    }
-}
-
 /// Loads what the last run left: outbox rows not yet sent go to the relay
 /// before anything new, pending timers into the index. Then the workers start.
 async fn recover(weak: Weak<Shared>) {

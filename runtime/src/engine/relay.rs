@@ -28,7 +28,7 @@ use tracing::{info, warn};
 use super::Shared;
 use crate::bus::{Settle, Settled};
 use crate::message::{Envelope, MessageId};
-use crate::store::{Letter, NewDeadLetter};
+use crate::store::{Letter, NewDeadLetter, OutboxRow};
 
 /// A committed outbox row on its way.
 #[derive(Clone, Debug)]
@@ -37,6 +37,14 @@ pub(super) struct Pending {
     pub(super) message: Envelope,
     /// The instance that decided it, when known: its rows keep their order.
     pub(super) instance: Option<Instance>,
+}
+
+impl From<OutboxRow> for Pending {
+    fn from(row: OutboxRow) -> Pending {
+        // A replayed dead letter knows no instance: it keeps no order.
+        let instance = (!row.key.is_empty()).then(|| (Cow::Owned(row.process), Arc::from(row.key)));
+        Pending { sequence: row.sequence, message: row.message, instance }
+    }
 }
 
 /// A process's name and an instance's key (JSON).
@@ -80,7 +88,11 @@ impl Order {
     /// After a publish of these instances settled: the rows of each that
     /// must go again (they keep the instance's place), or else the rows that
     /// waited behind it.
-    fn release(&mut self, settled: Vec<Instance>, again: &HashSet<Instance>) -> Vec<Pending> {
+    fn release(
+        &mut self,
+        settled: impl IntoIterator<Item = Instance>,
+        again: &HashSet<Instance>,
+    ) -> Vec<Pending> {
         let mut next = Vec::new();
         for instance in settled {
             if again.contains(&instance) {
@@ -183,16 +195,14 @@ async fn mark(
     let mut sent = Vec::new();
     let mut letters = Vec::new();
     let mut again = Vec::new();
-    let mut instances = Vec::new();
+    let mut instances = HashSet::new();
     for (rows, outcome) in outcomes {
         let rejected: HashMap<MessageId, String> =
             outcome.rejected.into_iter().map(|r| (r.id, r.reason)).collect();
         let unacknowledged: HashSet<MessageId> = outcome.unacknowledged.into_iter().collect();
         for row in rows {
-            if let Some(instance) = &row.instance
-                && instances.last() != Some(instance)
-            {
-                instances.push(instance.clone());
+            if let Some(instance) = &row.instance {
+                instances.insert(instance.clone());
             }
             if let Some(reason) = rejected.get(&row.message.id) {
                 warn!(message = %row.message.name, id = %row.message.id, %reason, "dead-lettered");
@@ -220,8 +230,6 @@ async fn mark(
         shared.finish(count);
     }
     let held: HashSet<Instance> = again.iter().filter_map(|row| row.instance.clone()).collect();
-    instances.sort();
-    instances.dedup();
     let released = order.release(instances, &held);
     if !again.is_empty() {
         // Counted as in flight still; they go back to the relay after a

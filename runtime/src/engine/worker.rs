@@ -322,7 +322,7 @@ async fn handle_batch<P: Process>(
     let mut again = std::mem::take(&mut scratch.again);
     let mut plans = std::mem::take(&mut scratch.plans);
     group(jobs, &mut groups, &mut scratch.by_key);
-    // Added to the engine's counters once per batch: the two workers
+    // Added to the engine's counters once per round: the two workers
     // adding to them for every message would pass their cache line back and
     // forth.
     let mut totals = Counts::default();
@@ -461,7 +461,7 @@ async fn handle_batch<P: Process>(
         }
         std::mem::swap(&mut groups, &mut again);
     }
-    *scratch = Scratch { groups, again, by_key: std::mem::take(&mut scratch.by_key), plans };
+    (scratch.groups, scratch.again, scratch.plans) = (groups, again, plans);
 }
 
 /// Groups a batch by instance, chaining each one's jobs in arrival order.
@@ -859,9 +859,7 @@ fn apply<P: Process>(
     // lets it go, so that the cache holds running instances only instead of
     // every instance the engine has seen. A late message loads it again.
     let Some(next) = plan.next else {
-        if cache.get(hash, key).is_some_and(|cached| cached.completed) {
-            cache.remove(hash, key);
-        }
+        cache.remove_if(hash, key, |cached| cached.completed);
         return;
     };
     shared.apply_timers(runner.index, &next.key, &plan.timers);
@@ -949,16 +947,21 @@ impl<P: Process> Cache<P> {
 
     /// Puts an instance in, in place of the one with its key.
     fn insert(&mut self, instance: Cached<P>) {
-        match self.0.find_mut(instance.hash, |cached| cached.id == instance.id) {
-            Some(slot) => *slot = instance,
-            None => {
-                self.0.insert_unique(instance.hash, instance, |cached| cached.hash);
+        let same = |cached: &Cached<P>| cached.id == instance.id;
+        match self.0.entry(instance.hash, same, |cached| cached.hash) {
+            hashbrown::hash_table::Entry::Occupied(slot) => *slot.into_mut() = instance,
+            hashbrown::hash_table::Entry::Vacant(slot) => {
+                slot.insert(instance);
             }
         }
     }
 
     fn remove(&mut self, hash: u64, key: &P::Key) {
-        if let Ok(entry) = self.0.find_entry(hash, |cached| cached.id == *key) {
+        self.remove_if(hash, key, |_| true);
+    }
+
+    fn remove_if(&mut self, hash: u64, key: &P::Key, also: impl Fn(&Cached<P>) -> bool) {
+        if let Ok(entry) = self.0.find_entry(hash, |cached| cached.id == *key && also(cached)) {
             entry.remove();
         }
     }

@@ -53,9 +53,9 @@ pub struct SqliteOptions {
     /// decide.
     pub group_rows: usize,
     /// How much of the file SQLite keeps in memory, in MiB (SQLite's own
-    /// default is 2). The inbox grows with every message and is written at
-    /// random places (message ids are random), so a small cache reads its
-    /// pages back from the file again and again.
+    /// default is 2). The inbox grows with every message, and the ids of
+    /// decided messages (derived, so random) land all over its index: a
+    /// small cache reads those pages back from the file again and again.
     pub cache_mib: u32,
 }
 
