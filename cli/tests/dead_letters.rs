@@ -44,7 +44,8 @@ fn letter(n: u128, name: &'static str, reason: &str) -> NewDeadLetter {
 fn fill(db: &Path, letters: Vec<NewDeadLetter>) {
     let store = SqliteStore::open(db).unwrap();
     let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
-    runtime.block_on(store.commit(Batch { instances: Vec::new(), dead_letters: letters })).unwrap();
+    let mut batch = Batch { instances: Vec::new(), dead_letters: letters };
+    runtime.block_on(store.commit(&mut batch)).unwrap();
 }
 
 #[test]

@@ -86,8 +86,13 @@ fn message(n: u128, name: &'static str) -> Envelope {
 }
 
 async fn commit(store: &dyn Store, writes: Vec<InstanceWrite>) -> Vec<CommitOutcome> {
-    let batch = Batch { instances: writes, dead_letters: Vec::new() };
-    store.commit(batch).await.expect("the store failed a commit")
+    let mut batch = Batch { instances: writes, dead_letters: Vec::new() };
+    let outcomes = store.commit(&mut batch).await.expect("the store failed a commit");
+    assert!(
+        batch.instances.is_empty() && batch.dead_letters.is_empty(),
+        "the store left writes in the batch it committed"
+    );
+    outcomes
 }
 
 async fn commit_one(store: &dyn Store, write: InstanceWrite) -> CommitOutcome {
@@ -333,8 +338,9 @@ async fn dead_letters(store: &dyn Store) {
             at: Timestamp(7_001),
         },
     ];
-    let outcomes =
-        store.commit(Batch { instances: Vec::new(), dead_letters: letters }).await.unwrap();
+    let mut batch = Batch { instances: Vec::new(), dead_letters: letters };
+    let outcomes = store.commit(&mut batch).await.unwrap();
+    assert!(batch.dead_letters.is_empty(), "the store left dead letters in the batch");
     assert!(outcomes.is_empty());
     assert!(
         store.pending_timers().await.unwrap().is_empty(),

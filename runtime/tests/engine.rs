@@ -317,8 +317,12 @@ impl Store for Flaky {
         self.inner.load(process, keys)
     }
 
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a mut Batch,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
         if self.failures.load(Ordering::SeqCst) > 0 {
+            *batch = Batch::default();
             self.failures.fetch_sub(1, Ordering::SeqCst);
             let error = if self.lasting {
                 StoreError::Failed("the disk is full".into())

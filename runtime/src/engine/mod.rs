@@ -754,7 +754,8 @@ impl Shared {
     async fn record_dead_letters(&self, letters: Vec<NewDeadLetter>) {
         let count = letters.len() as u64;
         self.persist("record dead letters", || {
-            self.store.commit(Batch { instances: Vec::new(), dead_letters: letters.clone() })
+            let mut batch = Batch { instances: Vec::new(), dead_letters: letters.clone() };
+            Box::pin(async move { self.store.commit(&mut batch).await })
         })
         .await;
         self.counters.dead_lettered.fetch_add(count, Ordering::Relaxed);

@@ -139,6 +139,12 @@ struct Scratch<P: Process> {
     again: Vec<Group>,
     by_key: HashTable<usize>,
     plans: Vec<Plan<P>>,
+    /// The store takes the writes out and leaves the lists' room: a full
+    /// batch's writes fill a list too large for the allocator to keep, which
+    /// it would otherwise hand back to the system after every batch.
+    batch: Batch,
+    /// The first jobs of the groups whose commit applied.
+    done: Vec<usize>,
 }
 
 /// The instances a worker keeps, found by the hash their messages carry.
@@ -187,7 +193,9 @@ struct Group {
 
 /// What deciding a group's messages came to.
 struct Plan<P: Process> {
-    write: Option<InstanceWrite>,
+    /// Whether the plan put a write in the batch: writes are in the batch
+    /// in the order of their plans, and the outcomes in that of the writes.
+    writes: bool,
     next: Option<Cached<P>>,
     outbox: Vec<Envelope>,
     timers: Vec<TimerChange>,
@@ -287,6 +295,8 @@ async fn work<P: Process>(
         again: Vec::new(),
         by_key: HashTable::new(),
         plans: Vec::new(),
+        batch: Batch::default(),
+        done: Vec::new(),
     };
     let Some(max_batch) = weak.upgrade().map(|shared| shared.config.max_batch) else { return };
     loop {
@@ -321,6 +331,8 @@ async fn handle_batch<P: Process>(
     let mut groups = std::mem::take(&mut scratch.groups);
     let mut again = std::mem::take(&mut scratch.again);
     let mut plans = std::mem::take(&mut scratch.plans);
+    let batch = &mut scratch.batch;
+    let done = &mut scratch.done;
     group(jobs, &mut groups, &mut scratch.by_key);
     // Added to the engine's counters once per round: the two workers
     // adding to them for every message would pass their cache line back and
@@ -334,20 +346,16 @@ async fn handle_batch<P: Process>(
         // completions and dead letters are stamped with.
         let now = shared.clock.now();
         plans.clear();
-        for group in &groups {
-            let cached = cache.get(group.hash, jobs.key(group));
-            plans.push(plan(now, runner, states, cached, group, jobs));
-        }
-        let mut writers = Vec::with_capacity(plans.len());
+        batch.instances.clear();
+        batch.dead_letters.clear();
         // Writes are large and most groups write: growing the list one
         // doubling at a time would copy them over and over.
-        let mut batch = Batch { instances: Vec::with_capacity(plans.len()), ..Batch::default() };
-        for (index, plan) in plans.iter_mut().enumerate() {
-            if let Some(write) = plan.write.take() {
-                writers.push(index);
-                batch.instances.push(write);
-            }
+        batch.instances.reserve(groups.len());
+        for group in &groups {
+            let cached = cache.get(group.hash, jobs.key(group));
+            let plan = plan(now, runner, states, cached, group, jobs, &mut batch.instances);
             batch.dead_letters.extend(plan.dead.iter().map(|(_, letter)| letter.clone()));
+            plans.push(plan);
         }
         let dead_letters = batch.dead_letters.len() as u64;
         let committed = (
@@ -406,12 +414,10 @@ async fn handle_batch<P: Process>(
             }
         };
         shared.counters.dead_lettered.fetch_add(dead_letters, Ordering::Relaxed);
-        let mut outcome_of: Vec<Option<CommitOutcome>> = plans.iter().map(|_| None).collect();
-        for (index, outcome) in writers.into_iter().zip(outcomes) {
-            outcome_of[index] = Some(outcome);
-        }
-        let mut done = Vec::with_capacity(groups.len());
-        for ((mut group, plan), outcome) in groups.drain(..).zip(plans.drain(..)).zip(outcome_of) {
+        let mut outcomes = outcomes.into_iter();
+        done.clear();
+        for (mut group, plan) in groups.drain(..).zip(plans.drain(..)) {
+            let outcome = if plan.writes { outcomes.next() } else { None };
             // Dead letters were committed with the batch, whatever became of
             // the instance: those messages are settled.
             for (index, _) in &plan.dead {
@@ -456,7 +462,7 @@ async fn handle_batch<P: Process>(
         // the counters that include its message.
         totals.add_to(shared);
         totals = Counts::default();
-        for first in done {
+        for &first in done.iter() {
             jobs.settle_group(first);
         }
         std::mem::swap(&mut groups, &mut again);
@@ -563,7 +569,14 @@ async fn load<P: Process>(
     let mut missing = Vec::new();
     for (index, group) in groups.iter_mut().enumerate() {
         let key = jobs.key(group);
-        if group.doomed.is_some() || group.loaded || cache.get(group.hash, key).is_some() {
+        if group.doomed.is_some() || group.loaded {
+            continue;
+        }
+        if let Some(cached) = cache.get(group.hash, key) {
+            // Deciding reads the instance's key and data, each in a line of
+            // its own: asked for here, one instance after the other, they
+            // arrive together instead of one per decision.
+            std::hint::black_box((Arc::strong_count(&cached.key), Arc::strong_count(&cached.data)));
             continue;
         }
         let json = match &group.json {
@@ -631,10 +644,11 @@ fn plan<P: Process>(
     cached: Option<&Cached<P>>,
     group: &Group,
     jobs: &Jobs<P>,
+    writes: &mut Vec<InstanceWrite>,
 ) -> Plan<P> {
     let key = jobs.key(group);
     let mut plan = Plan {
-        write: None,
+        writes: false,
         next: None,
         outbox: Vec::new(),
         timers: Vec::new(),
@@ -827,7 +841,8 @@ fn plan<P: Process>(
     let Some(mut instance) = current else { return plan };
     let expected_version = cached.map(|c| c.version);
     instance.version = expected_version.unwrap_or(0) + 1;
-    plan.write = Some(InstanceWrite {
+    plan.writes = true;
+    writes.push(InstanceWrite {
         process: P::NAME,
         key: instance.key.clone(),
         expected_version,

@@ -39,7 +39,15 @@ pub trait Store: Send + Sync + 'static {
     /// Applies a batch: each instance write all or nothing, in the order
     /// given, and the dead letters. Returns one outcome per instance write.
     /// An `Err` means that nothing of the batch was applied.
-    fn commit(&self, batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>>;
+    ///
+    /// The store takes the writes and the dead letters out of `batch`, which
+    /// is left empty whatever the result, with its lists' room kept: a
+    /// caller that commits batch after batch fills the same lists again
+    /// instead of allocating new ones.
+    fn commit<'a>(
+        &'a self,
+        batch: &'a mut Batch,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>>;
 
     /// Removes outbox rows once the bus has acknowledged them.
     fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>>;

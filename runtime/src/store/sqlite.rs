@@ -1054,19 +1054,31 @@ impl Store for SqliteStore {
         self.call(|reply| Request::Load { process, keys, reply })
     }
 
-    fn commit(&self, mut batch: Batch) -> BoxFuture<'_, Result<Vec<CommitOutcome>, StoreError>> {
+    fn commit<'a>(
+        &'a self,
+        batch: &'a mut Batch,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        let mut taken = std::mem::take(batch);
         // The store's one thread is what limits how fast it writes: bodies
         // are written as JSON here, on the caller's thread, so that it only
         // runs SQL. States stay typed: there are few, and the store's thread
         // keeps each one's JSON.
-        for write in &mut batch.instances {
+        for write in &mut taken.instances {
             to_json(&mut write.data);
             for message in &mut write.outbox {
                 to_json(&mut message.body);
             }
         }
-        let written = self.call(|reply| Request::Commit { batch, reply });
-        Box::pin(async move { written.await.map(|(outcomes, _batch)| outcomes) })
+        let written = self.call(|reply| Request::Commit { batch: taken, reply });
+        Box::pin(async move {
+            let (outcomes, mut written) = written.await?;
+            // Freed here, on the caller's thread, and the lists kept for
+            // the caller's next batch.
+            written.instances.clear();
+            written.dead_letters.clear();
+            *batch = written;
+            Ok(outcomes)
+        })
     }
 
     fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
