@@ -124,6 +124,12 @@ struct Cached<P: Process> {
     hash: u64,
     /// The key as JSON, as the store knows it.
     key: Arc<str>,
+    instance: Instance<P>,
+}
+
+/// What deciding changes of an instance: a group's decisions work on a copy
+/// of it, which replaces the cached one in place once committed.
+struct Instance<P: Process> {
     version: u64,
     state: P::State,
     /// Shared with the store's copy: a decision that leaves the data alone
@@ -196,7 +202,10 @@ struct Plan<P: Process> {
     /// Whether the plan put a write in the batch: writes are in the batch
     /// in the order of their plans, and the outcomes in that of the writes.
     writes: bool,
-    next: Option<Cached<P>>,
+    next: Option<Instance<P>>,
+    /// The key as JSON, kept only where applying the plan needs it: for
+    /// timers, for the relay, or to cache an instance that was not.
+    key: Option<Arc<str>>,
     outbox: Vec<Envelope>,
     timers: Vec<TimerChange>,
     /// Messages that went to the dead letters, by position in the batch.
@@ -576,7 +585,10 @@ async fn load<P: Process>(
             // Deciding reads the instance's key and data, each in a line of
             // its own: asked for here, one instance after the other, they
             // arrive together instead of one per decision.
-            std::hint::black_box((Arc::strong_count(&cached.key), Arc::strong_count(&cached.data)));
+            std::hint::black_box((
+                Arc::strong_count(&cached.key),
+                Arc::strong_count(&cached.instance.data),
+            ));
             continue;
         }
         let json = match &group.json {
@@ -628,11 +640,13 @@ fn cached<P: Process>(
         id,
         hash,
         key,
-        version: record.version,
-        state,
-        data,
-        completed: record.completed_at.is_some(),
-        timers,
+        instance: Instance {
+            version: record.version,
+            state,
+            data,
+            completed: record.completed_at.is_some(),
+            timers,
+        },
     })
 }
 
@@ -650,6 +664,7 @@ fn plan<P: Process>(
     let mut plan = Plan {
         writes: false,
         next: None,
+        key: None,
         outbox: Vec::new(),
         timers: Vec::new(),
         dead: Vec::new(),
@@ -666,7 +681,7 @@ fn plan<P: Process>(
         (None, Some(json)) => json.clone(),
         (None, None) => Arc::from(serde_json::to_string(key).unwrap_or_default()),
     };
-    let mut current: Option<Cached<P>> = cached.map(Cached::copy);
+    let mut current: Option<Instance<P>> = cached.map(|cached| cached.instance.copy());
     let mut inbox = Inbox::new();
     let mut completed_at = None;
     for (index, job) in jobs.of(group) {
@@ -772,10 +787,7 @@ fn plan<P: Process>(
             plan.dead.push((index, dead_letter::<P>(job, reason, now)));
             continue;
         }
-        let instance = current.get_or_insert_with(|| Cached {
-            id: key.clone(),
-            hash: group.hash,
-            key: key_json.clone(),
+        let instance = current.get_or_insert_with(|| Instance {
             version: 0,
             state: P::INITIAL,
             data: Arc::new(P::Data::default()),
@@ -839,12 +851,15 @@ fn plan<P: Process>(
         return plan;
     }
     let Some(mut instance) = current else { return plan };
-    let expected_version = cached.map(|c| c.version);
+    let expected_version = cached.map(|c| c.instance.version);
     instance.version = expected_version.unwrap_or(0) + 1;
     plan.writes = true;
+    if cached.is_none() || !plan.timers.is_empty() || !plan.outbox.is_empty() {
+        plan.key = Some(key_json.clone());
+    }
     writes.push(InstanceWrite {
         process: P::NAME,
-        key: instance.key.clone(),
+        key: key_json,
         expected_version,
         version: instance.version,
         state: states.body(instance.state),
@@ -874,12 +889,14 @@ fn apply<P: Process>(
     // lets it go, so that the cache holds running instances only instead of
     // every instance the engine has seen. A late message loads it again.
     let Some(next) = plan.next else {
-        cache.remove_if(hash, key, |cached| cached.completed);
+        cache.remove_if(hash, key, |cached| cached.instance.completed);
         return;
     };
-    shared.apply_timers(runner.index, &next.key, &plan.timers);
-    if !plan.outbox.is_empty() {
-        let instance = (Cow::Borrowed(P::NAME), next.key.clone());
+    if let Some(json) = &plan.key {
+        shared.apply_timers(runner.index, json, &plan.timers);
+    }
+    if let (false, Some(json)) = (plan.outbox.is_empty(), &plan.key) {
+        let instance = (Cow::Borrowed(P::NAME), json.clone());
         shared.relay(
             sequences
                 .into_iter()
@@ -894,8 +911,15 @@ fn apply<P: Process>(
     }
     if next.completed {
         cache.remove(hash, key);
-    } else {
-        cache.insert(next);
+        return;
+    }
+    match (cache.get_mut(hash, key), plan.key) {
+        (Some(cached), _) => cached.instance = next,
+        (None, Some(json)) => {
+            cache.insert(Cached { id: key.clone(), hash, key: json, instance: next });
+        }
+        // Not cached, and committed on what was: the next message loads it.
+        (None, None) => {}
     }
 }
 
@@ -960,6 +984,10 @@ impl<P: Process> Cache<P> {
         self.0.find(hash, |cached| cached.id == *key)
     }
 
+    fn get_mut(&mut self, hash: u64, key: &P::Key) -> Option<&mut Cached<P>> {
+        self.0.find_mut(hash, |cached| cached.id == *key)
+    }
+
     /// Puts an instance in, in place of the one with its key.
     fn insert(&mut self, instance: Cached<P>) {
         let same = |cached: &Cached<P>| cached.id == instance.id;
@@ -982,12 +1010,9 @@ impl<P: Process> Cache<P> {
     }
 }
 
-impl<P: Process> Cached<P> {
-    fn copy(&self) -> Cached<P> {
-        Cached {
-            id: self.id.clone(),
-            hash: self.hash,
-            key: self.key.clone(),
+impl<P: Process> Instance<P> {
+    fn copy(&self) -> Instance<P> {
+        Instance {
             version: self.version,
             state: self.state,
             data: self.data.clone(),
