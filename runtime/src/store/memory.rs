@@ -46,15 +46,31 @@ struct Inner {
 #[derive(Default)]
 struct Shard(NameMap<String, HashTable<Stored>>);
 
+/// Aligned to the processor's cache lines, and small enough to fill two of
+/// them exactly: a write misses two lines of it, where unaligned it would
+/// straddle three or four. So it keeps no hash (growing the table hashes
+/// the keys again), and no `Option` around its completion time.
+#[repr(align(64))]
 struct Stored {
     key: Arc<str>,
-    hash: u64,
     version: u64,
     state: Body,
     data: Body,
-    completed_at: Option<Timestamp>,
+    /// [`RUNNING`] until the instance completes.
+    completed_at: Timestamp,
     timers: Vec<InstanceTimer>,
     inbox: Handled,
+}
+
+/// The completion time of an instance that has not completed.
+const RUNNING: Timestamp = Timestamp(u64::MAX);
+
+const _: () = assert!(std::mem::size_of::<Stored>() == 128);
+
+impl Stored {
+    fn completed_at(&self) -> Option<Timestamp> {
+        (self.completed_at != RUNNING).then_some(self.completed_at)
+    }
 }
 
 /// The inbox of one instance: the ids of the messages it handled, and when.
@@ -62,7 +78,8 @@ struct Stored {
 /// best; one that handles many moves them to a map.
 enum Handled {
     Few(Vec<(MessageId, Timestamp)>),
-    Many(HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>),
+    /// Boxed: rare, and large enough to make every instance larger.
+    Many(Box<HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>>),
 }
 
 /// The most ids an instance's inbox keeps in a list.
@@ -108,7 +125,7 @@ impl MemoryStore {
         order.sort_unstable_by_key(|&(_, hash)| shard_of(hash));
         for run in order.chunk_by(|a, b| shard_of(a.1) == shard_of(b.1)) {
             let shard = lock(&self.inner.shards[shard_of(run[0].1)]);
-            shard.warm(run.iter().map(|&(index, hash)| (hash, writes[index].process)));
+            shard.warm(run.iter().map(|&(index, hash)| (hash, &writes[index])));
         }
     }
 }
@@ -164,7 +181,7 @@ impl Store for MemoryStore {
                     version: stored.version,
                     state: stored.state.clone(),
                     data: stored.data.clone(),
-                    completed_at: stored.completed_at,
+                    completed_at: stored.completed_at(),
                     timers: stored.timers.clone(),
                 })
             })
@@ -182,7 +199,7 @@ impl Store for MemoryStore {
         let mut outcomes = Vec::with_capacity(batch.instances.len());
         for (write, hash) in batch.instances.drain(..).zip(hashes) {
             let mut shard = lock(&self.inner.shards[shard_of(hash)]);
-            let (outcome, outbox) = shard.write(hash, write);
+            let (outcome, outbox) = shard.write(&self.inner.hasher, hash, write);
             // The outbox rows take their sequence numbers while the shard is
             // still locked, so that an instance's rows keep its decision order.
             let outcome = match (outcome, outbox) {
@@ -290,7 +307,7 @@ impl Store for MemoryStore {
         for shard in &self.inner.shards {
             for table in lock(shard).0.values_mut() {
                 table.retain(|stored| {
-                    if stored.completed_at.is_some_and(|at| at < before) {
+                    if stored.completed_at().is_some_and(|at| at < before) {
                         pruned.tombstones += 1;
                         pruned.inbox += stored.inbox.len() as u64;
                         return false;
@@ -310,14 +327,19 @@ type Outbox = Option<(&'static str, Arc<str>, Vec<Envelope>)>;
 impl Shard {
     /// Applies one instance write, all or nothing: every check comes before
     /// the first change. Returns its outbox rows for numbering.
-    fn write(&mut self, hash: u64, write: InstanceWrite) -> (CommitOutcome, Outbox) {
+    fn write(
+        &mut self,
+        hasher: &RandomState,
+        hash: u64,
+        write: InstanceWrite,
+    ) -> (CommitOutcome, Outbox) {
         let table = match self.0.get_mut(write.process) {
             Some(table) => table,
             None => self.0.entry(write.process.to_owned()).or_default(),
         };
         // One probe of the instance table: it is large, and each probe is
         // likely a cache miss.
-        let stored = table.find_mut(hash, |s| *s.key == *write.key);
+        let stored = table.find_mut(hash, |s| s.key == write.key);
         let current = stored.as_ref().map(|s| s.version);
         if current != write.expected_version {
             return (CommitOutcome::Conflict, None);
@@ -341,7 +363,7 @@ impl Shard {
                 stored.version = write.version;
                 stored.state = write.state;
                 stored.data = write.data;
-                stored.completed_at = write.completed_at;
+                stored.completed_at = write.completed_at.unwrap_or(RUNNING);
                 stored
             }
             None => table
@@ -349,15 +371,14 @@ impl Shard {
                     hash,
                     Stored {
                         key: write.key.clone(),
-                        hash,
                         version: write.version,
                         state: write.state,
                         data: write.data,
-                        completed_at: write.completed_at,
+                        completed_at: write.completed_at.unwrap_or(RUNNING),
                         timers: Vec::new(),
                         inbox: Handled::Few(Vec::new()),
                     },
-                    |s| s.hash,
+                    |s| hasher.hash_one(&*s.key),
                 )
                 .into_mut(),
         };
@@ -376,13 +397,16 @@ impl Shard {
     /// inbox each one is checked against. Each probe is likely a cache miss;
     /// made one after the other, with nothing between them that must wait
     /// for the one before, they are under way at the same time, where the
-    /// writes, one at a time, would wait for each in turn. The hash alone
-    /// finds an instance here: a wrong one is only a wasted load.
-    fn warm<'a>(&self, writes: impl Iterator<Item = (u64, &'a str)>) {
-        for (hash, process) in writes {
-            let found = self.0.get(process).and_then(|table| table.find(hash, |s| s.hash == hash));
+    /// writes, one at a time, would wait for each in turn.
+    fn warm<'a>(&self, writes: impl Iterator<Item = (u64, &'a InstanceWrite)>) {
+        for (hash, write) in writes {
+            let found = self.0.get(write.process).and_then(|table| {
+                // Most often the very key the store holds: `Arc`'s equality
+                // compares the pointers first.
+                table.find(hash, |s| s.key == write.key)
+            });
             if let Some(stored) = found {
-                // The instance spans several lines: one field on each.
+                // An instance is two lines: one field on each.
                 touch(Some(&(stored.version, stored.completed_at, stored.timers.len())));
                 touch(Some(&(
                     matches!(stored.state, Body::Json(_)),
@@ -410,7 +434,7 @@ impl Shard {
     /// Schedules a timer of a running instance; false if there is none.
     fn put_timer(&mut self, hash: u64, row: &TimerRow) -> bool {
         let stored = self.find(hash, &row.process, &row.key);
-        let Some(stored) = stored.filter(|stored| stored.completed_at.is_none()) else {
+        let Some(stored) = stored.filter(|stored| stored.completed_at().is_none()) else {
             return false;
         };
         apply_timer_changes(
@@ -453,7 +477,7 @@ impl Handled {
             Handled::Few(ids) => {
                 let mut many: HashMap<_, _, _> = ids.drain(..).collect();
                 many.insert(id, at);
-                *self = Handled::Many(many);
+                *self = Handled::Many(Box::new(many));
             }
             Handled::Many(ids) => {
                 ids.insert(id, at);
