@@ -79,6 +79,7 @@ impl Stored {
 enum Handled {
     Few(Vec<(MessageId, Timestamp)>),
     /// Boxed: rare, and large enough to make every instance larger.
+    #[expect(clippy::box_collection, reason = "a map inline would make every instance larger")]
     Many(Box<HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>>),
 }
 
