@@ -431,6 +431,40 @@ async fn instances_are_spread_over_workers_and_all_commit() {
     assert!(test.store.pending_outbox().await.unwrap().is_empty());
 }
 
+#[tokio::test]
+async fn the_cache_keeps_its_capacity_and_let_go_instances_are_loaded_again() {
+    let test = TestEngine::start(|b| orders(b).workers(1).max_batch(4).cache_capacity(8));
+    let start = test.now();
+    for order in 0..40 {
+        test.engine.publish(placed(order));
+    }
+    test.engine.idle().await;
+    let cached = test.engine.stats().cached;
+    assert!((1..=8).contains(&cached), "{cached} instances cached, at most 8 wanted");
+
+    // Every instance's timer fires, though most were let go: the worker
+    // loads each again, with its pending timers, from the store.
+    test.advance(HOUR).await;
+    let mut nudged: Vec<u32> = test.commands::<Nudge>().iter().map(|n| n.order).collect();
+    nudged.sort_unstable();
+    assert_eq!(nudged, (0..40).collect::<Vec<_>>());
+    for order in 0..40 {
+        test.engine.publish(Paid { order });
+    }
+    test.engine.idle().await;
+    assert_eq!(test.commands::<Ship>().len(), 40);
+    for order in 0..40 {
+        assert_eq!(
+            status(&test, order).await,
+            Some(InstanceStatus::Completed { state: OrderState::Shipped })
+        );
+        assert_eq!(test.engine.timers::<Order>(&order).await.unwrap(), []);
+    }
+    let stats = test.engine.stats();
+    assert_eq!((stats.handled, stats.timers_fired, stats.cached), (120, 40, 0));
+    assert!(test.now() >= start + HOUR);
+}
+
 /// Records the spans opened while it is the default subscriber, with their fields.
 #[derive(Clone, Default)]
 struct Spans(Arc<Mutex<Vec<Span>>>);

@@ -98,6 +98,9 @@ pub struct Stats {
     pub retried: u64,
     /// Messages and timers moved to the dead letters.
     pub dead_lettered: u64,
+    /// Not a count but a level: the running instances the workers keep in
+    /// memory now, at most [`EngineBuilder::cache_capacity`] per process.
+    pub cached: u64,
 }
 
 /// Why an engine call failed.
@@ -122,6 +125,8 @@ pub enum Error {
 #[derive(Clone, Copy, Debug)]
 struct Config {
     max_batch: usize,
+    /// The most running instances each process keeps in memory.
+    cache_capacity: usize,
     retry: RetryPolicy,
     retention: Option<Duration>,
 }
@@ -167,6 +172,8 @@ struct Counters {
     commands_delivered: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    /// A level, not a count: what the workers' caches hold.
+    cached: AtomicU64,
 }
 
 impl fmt::Debug for Shared {
@@ -198,6 +205,7 @@ impl Engine {
             workers: None,
             config: Config {
                 max_batch: 512,
+                cache_capacity: 1_000_000,
                 retry: RetryPolicy::default(),
                 retention: Some(Duration::from_secs(7 * 24 * 60 * 60)),
             },
@@ -357,6 +365,7 @@ impl Engine {
             commands_delivered: get(&c.commands_delivered),
             retried: get(&c.retried),
             dead_lettered: get(&c.dead_lettered),
+            cached: get(&c.cached),
         }
     }
 
@@ -443,6 +452,17 @@ impl EngineBuilder {
     /// share one commit (default 512).
     pub fn max_batch(mut self, max_batch: usize) -> Self {
         self.config.max_batch = max_batch.max(1);
+        self
+    }
+
+    /// The most running instances each process keeps in memory, across its
+    /// workers (default 1,000,000). Past it, a worker lets go of the
+    /// instances it has not written since it last made room; a message for
+    /// one of them loads it from the store again. The store keeps every
+    /// instance whatever this is: with SQLite, this is what bounds the
+    /// engine's memory.
+    pub fn cache_capacity(mut self, instances: usize) -> Self {
+        self.config.cache_capacity = instances.max(1);
         self
     }
 

@@ -78,7 +78,7 @@ fn start<P: Process>(index: usize, shards: usize) -> (Arc<dyn Runner>, Spawn) {
     };
     let spawn: Spawn = Box::new(move |shared, ready| {
         for jobs in receivers {
-            tokio::spawn(work::<P>(shared.clone(), index, jobs, ready.clone()));
+            tokio::spawn(work::<P>(shared.clone(), index, shards, jobs, ready.clone()));
         }
     });
     (Arc::new(runner), spawn)
@@ -125,6 +125,8 @@ struct Cached<P: Process> {
     /// The key as JSON, as the store knows it.
     key: Arc<str>,
     instance: Instance<P>,
+    /// Written since the cache last made room: kept the next time it does.
+    used: bool,
 }
 
 /// What deciding changes of an instance: a group's decisions work on a copy
@@ -286,6 +288,7 @@ impl<P: Process> ProcessRunner<P> {
 async fn work<P: Process>(
     weak: Weak<Shared>,
     index: usize,
+    shards: usize,
     mut receiver: mpsc::UnboundedReceiver<Queued<P>>,
     mut ready: watch::Receiver<bool>,
 ) {
@@ -307,7 +310,13 @@ async fn work<P: Process>(
         batch: Batch::default(),
         done: Vec::new(),
     };
-    let Some(max_batch) = weak.upgrade().map(|shared| shared.config.max_batch) else { return };
+    let Some((max_batch, capacity)) = weak.upgrade().map(|shared| {
+        (shared.config.max_batch, shared.config.cache_capacity.div_ceil(shards.max(1)))
+    }) else {
+        return;
+    };
+    // What this worker last added to the engine's count of cached instances.
+    let mut reported = 0;
     loop {
         // Waits for one job, then takes every one queued, up to the batch size.
         if receiver.recv_many(&mut jobs.queued, max_batch).await == 0 {
@@ -320,6 +329,14 @@ async fn work<P: Process>(
             return;
         };
         handle_batch(&shared, runner, &mut cache, &mut states, &mut jobs, &mut scratch).await;
+        cache.trim(capacity);
+        let held = cache.0.len() as u64;
+        if held != reported {
+            // Added before the old level is taken away: never below zero.
+            shared.counters.cached.fetch_add(held, Ordering::Relaxed);
+            shared.counters.cached.fetch_sub(reported, Ordering::Relaxed);
+            reported = held;
+        }
         // Every ack is settled by now, unless the batch was given up; then
         // dropping them asks for the messages again.
         jobs.queued.clear();
@@ -640,6 +657,7 @@ fn cached<P: Process>(
         id,
         hash,
         key,
+        used: true,
         instance: Instance {
             version: record.version,
             state,
@@ -914,9 +932,12 @@ fn apply<P: Process>(
         return;
     }
     match (cache.get_mut(hash, key), plan.key) {
-        (Some(cached), _) => cached.instance = next,
+        (Some(cached), _) => {
+            cached.instance = next;
+            cached.used = true;
+        }
         (None, Some(json)) => {
-            cache.insert(Cached { id: key.clone(), hash, key: json, instance: next });
+            cache.insert(Cached { id: key.clone(), hash, key: json, instance: next, used: true });
         }
         // Not cached, and committed on what was: the next message loads it.
         (None, None) => {}
@@ -996,6 +1017,34 @@ impl<P: Process> Cache<P> {
             hashbrown::hash_table::Entry::Vacant(slot) => {
                 slot.insert(instance);
             }
+        }
+    }
+
+    /// Keeps at most `capacity` instances. Past it, lets go of those not
+    /// written since the last time it made room (a second chance, as in the
+    /// CLOCK algorithm), down to seven eighths of `capacity`: so a pass over
+    /// the whole cache is made at most once every `capacity / 8` new
+    /// instances. If every one was written since, the first ones found go.
+    fn trim(&mut self, capacity: usize) {
+        if self.0.len() <= capacity {
+            return;
+        }
+        let mut excess = self.0.len() - (capacity - capacity / 8);
+        self.0.retain(|cached| {
+            if excess == 0 || std::mem::take(&mut cached.used) {
+                return true;
+            }
+            excess -= 1;
+            false
+        });
+        if excess > 0 {
+            self.0.retain(|_| {
+                if excess == 0 {
+                    return true;
+                }
+                excess -= 1;
+                false
+            });
         }
     }
 
