@@ -910,22 +910,23 @@ fn apply<P: Process>(
         cache.remove_if(hash, key, |cached| cached.instance.completed);
         return;
     };
+    // The plan keeps the key whenever it has timers or outbox rows.
     if let Some(json) = &plan.key {
         shared.apply_timers(runner.index, json, &plan.timers);
-    }
-    if let (false, Some(json)) = (plan.outbox.is_empty(), &plan.key) {
-        let instance = (Cow::Borrowed(P::NAME), json.clone());
-        shared.relay(
-            sequences
-                .into_iter()
-                .zip(plan.outbox)
-                .map(|(sequence, message)| Pending {
-                    sequence,
-                    message,
-                    instance: Some(instance.clone()),
-                })
-                .collect(),
-        );
+        if !plan.outbox.is_empty() {
+            let instance = (Cow::Borrowed(P::NAME), json.clone());
+            shared.relay(
+                sequences
+                    .into_iter()
+                    .zip(plan.outbox)
+                    .map(|(sequence, message)| Pending {
+                        sequence,
+                        message,
+                        instance: Some(instance.clone()),
+                    })
+                    .collect(),
+            );
+        }
     }
     if next.completed {
         cache.remove(hash, key);

@@ -506,7 +506,7 @@ impl Handled {
 
 /// Reads a value only to have its line loaded: a load the processor need
 /// not wait for before going on to the next instance's.
-pub(crate) fn touch<T: Copy>(value: Option<&T>) {
+fn touch<T: Copy>(value: Option<&T>) {
     std::hint::black_box(value.copied());
 }
 
