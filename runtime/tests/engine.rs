@@ -599,3 +599,67 @@ async fn a_command_sent_again_is_not_overtaken_by_a_later_one_of_its_instance() 
     assert_eq!(*nudges.taken.lock().unwrap(), [1, 2], "the instance's commands kept their order");
     assert_eq!(engine.stats().retried, 1, "the first reminder was sent again once");
 }
+
+/// Refuses every message for good.
+struct RefusesAll;
+
+impl switchyard_runtime::Receiver for RefusesAll {
+    fn receive(&self, _: Envelope, ack: switchyard_runtime::Ack) {
+        ack.reject("closed for the day");
+    }
+}
+
+#[tokio::test]
+async fn what_the_bus_or_its_other_receivers_refuse_of_a_published_message_is_dead_lettered() {
+    // A bus shared with a receiver that refuses `Nudge`: the engine's own
+    // receivers never see the refusal, the bus tells the engine.
+    let bus = InProcessBus::new();
+    let commands = Subscription { events: Vec::new(), commands: vec!["Nudge".into()] };
+    bus.subscribe(commands, Arc::new(RefusesAll));
+    let engine = Engine::builder().bus(bus).process::<Order>().build();
+    let refused = engine.send(Nudge { order: 4, reminders: 1 });
+    engine.idle().await;
+    let letters = engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(matches!(&letters[0].letter, Letter::Message(m) if m.id == refused));
+    assert_eq!(letters[0].reason, "closed for the day");
+
+    // A bus that takes nothing.
+    let engine = Engine::builder().bus(Down).process::<Order>().build();
+    let untaken = engine.publish(placed(5));
+    engine.idle().await;
+    let letters = engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert!(matches!(&letters[0].letter, Letter::Message(m) if m.id == untaken));
+    assert!(letters[0].reason.starts_with("the bus did not take it"), "{}", letters[0].reason);
+}
+
+#[tokio::test]
+async fn an_engine_on_its_own_bus_dead_letters_what_it_cannot_handle_of_what_it_publishes() {
+    // No bus given: the engine takes what it publishes itself, without the
+    // bus's acknowledgement, and must still account for every message.
+    let engine = Engine::builder().process::<Order>().build();
+    let unhandled = engine.send(Ship { order: 8, amount: 1 });
+    engine.publish(placed(8));
+    let poisoned = engine.publish(Poison { order: 8 });
+    engine.idle().await;
+    let mut letters = engine.dead_letters().await.unwrap();
+    letters.sort_by_key(|letter| letter.reason.clone());
+    let reasons: Vec<_> = letters.iter().map(|l| (l.reason.as_str(), l.name())).collect();
+    assert_eq!(
+        reasons,
+        [
+            ("`decide` panicked: poisoned order 8", "Poison"),
+            ("no handler is registered for command `Ship`", "Ship")
+        ]
+    );
+    let ids: Vec<_> = letters
+        .iter()
+        .map(|l| match &l.letter {
+            Letter::Message(m) => m.id,
+            other => panic!("expected a message, got {other:?}"),
+        })
+        .collect();
+    assert_eq!(ids, [poisoned, unhandled]);
+    assert_eq!(engine.stats().dead_lettered, 2);
+}

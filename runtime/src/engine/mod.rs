@@ -155,6 +155,10 @@ pub(crate) struct Shared {
     ready: watch::Sender<bool>,
     /// This engine's number in [`ENGINES`].
     number: u64,
+    /// Whether the bus is the in-process bus the engine made for itself
+    /// (none was given): then the engine is its only receiver, it has no
+    /// observers, and nobody else holds it.
+    own_bus: bool,
     /// Never sent on; dropped with the engine, which tells the tasks that
     /// wait on time to stop.
     #[allow(dead_code)]
@@ -487,6 +491,7 @@ impl EngineBuilder {
             .workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
         let store = self.store.unwrap_or_else(|| Arc::new(MemoryStore::new()));
+        let own_bus = self.bus.is_none();
         let bus = self.bus.unwrap_or_else(|| Arc::new(InProcessBus::new()));
         let clock = self.clock.unwrap_or_else(|| Arc::new(SystemClock));
 
@@ -524,6 +529,7 @@ impl EngineBuilder {
         let number = NEXT_ENGINE.fetch_add(1, Ordering::Relaxed);
         let shared = Arc::new(Shared {
             number,
+            own_bus,
             store,
             bus,
             clock,
@@ -682,7 +688,16 @@ impl Shared {
 
     /// Publishes a message nobody waits for; what no receiver handles goes
     /// to the dead letters.
-    fn publish_detached(&self, envelope: Envelope) {
+    fn publish_detached(self: &Arc<Self>, envelope: Envelope) {
+        if self.own_bus {
+            // The bus would hand it straight back to this engine, and
+            // nobody else can see it: the engine takes it as delivered.
+            // Whatever its receivers here cannot handle, they dead-letter
+            // themselves, as for any message nobody waits for.
+            let ack = Ack::detached(envelope.id);
+            self.receive(envelope, ack);
+            return;
+        }
         let (number, on_failure) = (self.number, envelope.clone());
         let settle = Settle::sink(&DETACHED, number, envelope.clone());
         self.hand_off(envelope, settle, move |error| {
