@@ -2,7 +2,9 @@
 //! process, and reported as a ratio:
 //!
 //! - in memory: events per second through the whole engine over 100,000
-//!   live instances, against the same events through one bare tokio channel;
+//!   live instances, against the same events through one bare tokio channel,
+//!   and against a reference pipeline of the engine's shape that does only
+//!   the work of each event;
 //! - SQLite, durable (WAL, `synchronous=FULL`): events per second through
 //!   the engine, against one transaction per event, and against a bare
 //!   rusqlite loop writing the same rows in batches of the same size.
