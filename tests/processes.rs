@@ -366,6 +366,19 @@ fn events_are_correlated_by_their_own_field_or_the_default_one() {
     let (key, input) = (route.decode)(&Envelope::event(placed())).unwrap();
     assert_eq!(key, 7);
     assert!(matches!(input, RegistrationInput::OrderPlaced(OrderPlaced { order_id: 7, .. })));
+
+    // It takes a typed event of its type, and nothing else; the input gives
+    // the message back, as the dead letters need it.
+    let (key, input) = (route.take)(&placed()).unwrap();
+    assert_eq!(key, 7);
+    assert!((route.take)(&seats).is_none());
+    let (name, body) = Registration::input_message(&input).unwrap();
+    assert_eq!(name, "orders.placed");
+    assert_eq!(body.decode::<OrderPlaced>().unwrap().order_id, 7);
+    assert!(
+        Registration::input_message(&Registration::timer_input(RegistrationTimer::Expiry))
+            .is_none()
+    );
 }
 
 #[test]

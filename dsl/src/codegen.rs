@@ -369,9 +369,23 @@ fn process(g: &Gen<'_>, p: &ProcessModel) -> TokenStream {
                         #(#private::Route {
                             event: <#event_types as #private::Event>::NAME,
                             decode: #private::route::<#process, #event_types>,
+                            take: #private::take::<#process, #event_types>,
                         },)*
                     ];
                     ROUTES
+                }
+
+                #[allow(unreachable_patterns)]
+                fn input_message(
+                    input: &#input,
+                ) -> ::core::option::Option<(&'static str, #private::Body)> {
+                    match input {
+                        #(#input::#event_types(event) => ::core::option::Option::Some((
+                            <#event_types as #private::Event>::NAME,
+                            #private::Body::value(::core::clone::Clone::clone(event)),
+                        )),)*
+                        _ => ::core::option::Option::None,
+                    }
                 }
 
                 fn description() -> &'static #private::Description {

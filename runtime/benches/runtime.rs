@@ -109,8 +109,13 @@ impl Process for Tally {
         const ROUTES: &[Route<Tally>] = &[Route {
             event: "Counted",
             decode: switchyard_runtime::__private::route::<Tally, Counted>,
+            take: switchyard_runtime::__private::take::<Tally, Counted>,
         }];
         ROUTES
+    }
+
+    fn input_message(input: &Counted) -> Option<(&'static str, Body)> {
+        Some((Counted::NAME, Body::value(input.clone())))
     }
 
     fn description() -> &'static Description {

@@ -53,6 +53,18 @@ pub mod __private {
         Ok((key, P::Input::from(event)))
     }
 
+    /// Takes an event published in this program, typed, if it is an `E`:
+    /// the `take` of a generated route.
+    pub fn take<P, E>(event: &dyn std::any::Any) -> Option<(P::Key, P::Input)>
+    where
+        P: Handles<E>,
+        E: Event,
+        P::Input: From<E>,
+    {
+        let event = event.downcast_ref::<E>()?;
+        Some((P::correlate(event).clone(), P::Input::from(event.clone())))
+    }
+
     /// How `Handles::correlate` reads an event's correlation field: only a
     /// field of the key's type has this trait, and the error for any other
     /// names the event, the field and both types.

@@ -46,6 +46,15 @@ pub trait Process: Sized + Send + Sync + 'static {
     /// How each input event is decoded and correlated, by wire name.
     fn routes() -> &'static [Route<Self>];
 
+    /// The wire name and body of the event an input is, made again for the
+    /// dead letters of an event taken typed ([`Route::take`]): `None` for a
+    /// timer. Generated; a process written by hand that gives its routes a
+    /// `take` gives back here every event they take.
+    fn input_message(input: &Self::Input) -> Option<(&'static str, Body)> {
+        let _ = input;
+        None
+    }
+
     /// The static shape of the process, for tools and the runtime's checks.
     fn description() -> &'static Description;
 }
@@ -146,11 +155,17 @@ impl<P: Process> Clone for Decision<P> {
 pub type Decode<P> =
     fn(&Envelope) -> Result<(<P as Process>::Key, <P as Process>::Input), DecodeError>;
 
-/// How one input event is read: its wire name and the function that decodes
-/// it and takes its key.
+/// Takes an event published inside this program, by reference, as the
+/// input it is and the key it correlates by, with no message body made for
+/// it: `None` if it is not of the route's type.
+pub type Take<P> = fn(&dyn std::any::Any) -> Option<(<P as Process>::Key, <P as Process>::Input)>;
+
+/// How one input event is read: its wire name and the functions that decode
+/// it and take its key, from a message body or typed.
 pub struct Route<P: Process> {
     pub event: &'static str,
     pub decode: Decode<P>,
+    pub take: Take<P>,
 }
 
 impl<P: Process> Debug for Route<P> {

@@ -661,5 +661,9 @@ async fn an_engine_on_its_own_bus_dead_letters_what_it_cannot_handle_of_what_it_
         })
         .collect();
     assert_eq!(ids, [poisoned, unhandled]);
+    // The event was taken typed, with no body: its dead letter has it again,
+    // so that it can be replayed.
+    let Letter::Message(poison) = &letters[0].letter else { unreachable!() };
+    assert_eq!(poison.body.decode::<Poison>().unwrap(), Poison { order: 8 });
     assert_eq!(engine.stats().dead_lettered, 2);
 }

@@ -219,6 +219,9 @@ impl Engine {
     /// Publishes an event from outside any process, stamped with the
     /// engine's clock. If a receiver refuses it, it goes to the dead letters.
     pub fn publish<E: Event>(&self, event: E) -> MessageId {
+        if let Some(id) = self.shared.publish_typed(&event, E::NAME) {
+            return id;
+        }
         let envelope = self.shared.envelope(E::NAME, MessageKind::Event, Body::value(event));
         let id = envelope.id;
         self.shared.publish_detached(envelope);
@@ -684,6 +687,25 @@ impl Shared {
                 }
             },
         }
+    }
+
+    /// Publishes an event on the engine's own bus (see
+    /// [`Shared::publish_detached`]) to the one process that takes it,
+    /// typed: no body is made for it, and the worker has it as the input it
+    /// is. `None`, and nothing published, where that does not apply: another
+    /// bus, several receivers, or a process that cannot take it typed.
+    fn publish_typed(
+        self: &Arc<Self>,
+        event: &dyn std::any::Any,
+        name: &'static str,
+    ) -> Option<MessageId> {
+        if !self.own_bus || self.subscribers.contains_key(name) {
+            return None;
+        }
+        let &[index] = self.by_event.get(name)?.as_slice() else { return None };
+        let time = self.clock.now();
+        let id = MessageId::at(time);
+        self.processes[index].take(self, event, name, id, time).then_some(id)
     }
 
     /// Publishes a message nobody waits for; what no receiver handles goes

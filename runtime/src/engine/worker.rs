@@ -42,6 +42,16 @@ pub(super) trait Runner: Send + Sync + 'static {
     /// Decodes and correlates a delivered event and queues it on the worker
     /// of its instance; one that cannot be decoded goes to the dead letters.
     fn route(&self, shared: &Arc<Shared>, envelope: Envelope, ack: Ack);
+    /// Queues an event published inside this program, taken typed, with no
+    /// body: false, and nothing queued, if the process cannot take it so.
+    fn take(
+        &self,
+        shared: &Arc<Shared>,
+        event: &dyn Any,
+        name: &'static str,
+        id: MessageId,
+        time: Timestamp,
+    ) -> bool;
     /// Queues a due timer on the worker of its instance.
     fn fire(&self, shared: &Arc<Shared>, timer: TimerRow);
 }
@@ -105,7 +115,14 @@ struct Queued<P: Process> {
 enum Job<P: Process> {
     Input {
         input: P::Input,
-        envelope: Envelope,
+        /// What the worker reads of its message.
+        id: MessageId,
+        time: Timestamp,
+        name: &'static str,
+        /// The message itself, for the dead letters; `None` when the event
+        /// was taken typed ([`Route::take`](crate::process::Route)): then it is made again from
+        /// the input if it must be.
+        envelope: Option<Envelope>,
         /// `None` when settling it would tell only this engine (a message
         /// it published itself, or one nobody waits for): this engine
         /// records what it cannot handle itself. Boxed otherwise: an ack is
@@ -247,7 +264,9 @@ impl<P: Process> Runner for ProcessRunner<P> {
         match (route.decode)(&envelope) {
             Ok((key, input)) => {
                 let ack = ack.unless_only(shared.number).map(Box::new);
-                self.enqueue(shared, key, Job::Input { input, envelope, ack });
+                let (id, time, name) = (envelope.id, envelope.time, route.event);
+                let envelope = Some(envelope);
+                self.enqueue(shared, key, Job::Input { input, id, time, name, envelope, ack });
             }
             Err(error) => {
                 let reason =
@@ -255,6 +274,23 @@ impl<P: Process> Runner for ProcessRunner<P> {
                 shared.dead_letter(Letter::Message(envelope), Some(P::NAME), reason, Some(ack));
             }
         }
+    }
+
+    fn take(
+        &self,
+        shared: &Arc<Shared>,
+        event: &dyn Any,
+        name: &'static str,
+        id: MessageId,
+        time: Timestamp,
+    ) -> bool {
+        let route = P::routes().iter().find(|route| route.event == name);
+        let Some((key, input)) = route.and_then(|route| (route.take)(event)) else {
+            return false;
+        };
+        let job = Job::Input { input, id, time, name, envelope: None, ack: None };
+        self.enqueue(shared, key, job);
+        true
     }
 
     fn fire(&self, shared: &Arc<Shared>, row: TimerRow) {
@@ -704,9 +740,9 @@ fn plan<P: Process>(
     let mut completed_at = None;
     for (index, job) in jobs.of(group) {
         let (input, id, time, name) = match job {
-            Job::Input { input, envelope, .. } => {
-                if group.duplicates.contains(&envelope.id) || inbox.contains(&envelope.id) {
-                    debug!(id = %envelope.id, "{}[{:?}] {} handled before: dropped", P::NAME, key, envelope.name);
+            &Job::Input { ref input, id, time, name, .. } => {
+                if group.duplicates.contains(&id) || inbox.contains(&id) {
+                    debug!(id = %id, "{}[{:?}] {name} handled before: dropped", P::NAME, key);
                     plan.counts.duplicates += 1;
                     continue;
                 }
@@ -714,12 +750,12 @@ fn plan<P: Process>(
                     info!(
                         state = ?instance.state,
                         "{}[{:?}] {} arrived after completion: recorded, not restarted",
-                        P::NAME, key, envelope.name
+                        P::NAME, key, name
                     );
                     plan.counts.after_completion += 1;
                     continue;
                 }
-                (Cow::Borrowed(input), envelope.id, envelope.time, Cow::Borrowed(&*envelope.name))
+                (Cow::Borrowed(input), id, time, Cow::Borrowed(name))
             }
             Job::Timer { timer, row, .. } => {
                 let pending = current
@@ -947,7 +983,23 @@ fn apply<P: Process>(
 
 fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewDeadLetter {
     let letter = match job {
-        Job::Input { envelope, .. } => Letter::Message(envelope.clone()),
+        Job::Input { envelope: Some(envelope), .. } => Letter::Message(envelope.clone()),
+        Job::Input { input, id, time, name, envelope: None, .. } => {
+            // Taken typed: the message is made again from the input.
+            let (name, body) = P::input_message(input).unwrap_or_else(|| {
+                // A process whose `take` takes what its `input_message`
+                // cannot give back: the id, name and time are kept.
+                (name, Body::Json(Arc::from(&b"null"[..])))
+            });
+            Letter::Message(Envelope {
+                id: *id,
+                name: Cow::Borrowed(name),
+                kind: crate::message::MessageKind::Event,
+                body,
+                causation: None,
+                time: *time,
+            })
+        }
         Job::Timer { row, .. } => Letter::Timer(row.clone()),
     };
     NewDeadLetter { letter, process: Some(P::NAME.to_owned()), reason, at: now }

@@ -236,19 +236,31 @@ impl Process for Order {
         OrderInput::Timer(timer)
     }
 
+    fn input_message(input: &OrderInput) -> Option<(&'static str, Body)> {
+        match input {
+            OrderInput::Placed(event) => Some((Placed::NAME, Body::value(event.clone()))),
+            OrderInput::Paid(event) => Some((Paid::NAME, Body::value(event.clone()))),
+            OrderInput::Poison(event) => Some((Poison::NAME, Body::value(event.clone()))),
+            OrderInput::Timer(_) => None,
+        }
+    }
+
     fn routes() -> &'static [Route<Self>] {
         const ROUTES: &[Route<Order>] = &[
             Route {
                 event: Placed::NAME,
                 decode: switchyard_runtime::__private::route::<Order, Placed>,
+                take: switchyard_runtime::__private::take::<Order, Placed>,
             },
             Route {
                 event: Paid::NAME,
                 decode: switchyard_runtime::__private::route::<Order, Paid>,
+                take: switchyard_runtime::__private::take::<Order, Paid>,
             },
             Route {
                 event: Poison::NAME,
                 decode: switchyard_runtime::__private::route::<Order, Poison>,
+                take: switchyard_runtime::__private::take::<Order, Poison>,
             },
         ];
         ROUTES

@@ -249,15 +249,25 @@ impl Process for Account {
         AccountInput::Timer(timer)
     }
 
+    fn input_message(input: &AccountInput) -> Option<(&'static str, Body)> {
+        match input {
+            AccountInput::Opened(event) => Some(("Opened", Body::value(event.clone()))),
+            AccountInput::Deposited(event) => Some(("Deposited", Body::value(event.clone()))),
+            AccountInput::Timer(_) => None,
+        }
+    }
+
     fn routes() -> &'static [Route<Self>] {
         const ROUTES: &[Route<Account>] = &[
             Route {
                 event: "Opened",
                 decode: switchyard_runtime::__private::route::<Account, Opened>,
+                take: switchyard_runtime::__private::take::<Account, Opened>,
             },
             Route {
                 event: "Deposited",
                 decode: switchyard_runtime::__private::route::<Account, Deposited>,
+                take: switchyard_runtime::__private::take::<Account, Deposited>,
             },
         ];
         ROUTES
