@@ -26,7 +26,7 @@ use super::Shared;
 use super::handlers::panic_message;
 use super::relay::Pending;
 use crate::bus::Ack;
-use crate::message::{Body, Envelope, MessageId, Timestamp};
+use crate::message::{Body, Envelope, MessageId, MessageKind, Timestamp};
 use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
 use crate::store::{
     Batch, CommitOutcome, Inbox, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, TimerChange,
@@ -120,8 +120,8 @@ enum Job<P: Process> {
         time: Timestamp,
         name: &'static str,
         /// The message itself, for the dead letters; `None` when the event
-        /// was taken typed ([`Route::take`](crate::process::Route)): then it is made again from
-        /// the input if it must be.
+        /// was taken typed ([`Route::take`](crate::process::Route)): then it
+        /// is made again from the input if it must be.
         envelope: Option<Envelope>,
         /// `None` when settling it would tell only this engine (a message
         /// it published itself, or one nobody waits for): this engine
@@ -994,7 +994,7 @@ fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewD
             Letter::Message(Envelope {
                 id: *id,
                 name: Cow::Borrowed(name),
-                kind: crate::message::MessageKind::Event,
+                kind: MessageKind::Event,
                 body,
                 causation: None,
                 time: *time,
