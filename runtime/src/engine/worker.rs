@@ -119,20 +119,27 @@ enum Job<P: Process> {
         id: MessageId,
         time: Timestamp,
         name: &'static str,
-        /// The message itself, for the dead letters; `None` when the event
-        /// was taken typed ([`Route::take`](crate::process::Route)): then it
-        /// is made again from the input if it must be.
-        envelope: Option<Envelope>,
-        /// `None` when settling it would tell only this engine (a message
-        /// it published itself, or one nobody waits for): this engine
-        /// records what it cannot handle itself. Boxed otherwise: an ack is
-        /// large, and a job is moved through a channel.
-        ack: Option<Box<Ack>>,
+        /// The message as delivered, with its ack; `None` when the event was
+        /// taken typed ([`Route::take`](crate::process::Route)), with nothing
+        /// to settle: then the message is made again from the input if it
+        /// must go to the dead letters. Boxed: an envelope and an ack are
+        /// large, and a job is moved through a channel and into the batch.
+        delivery: Option<Box<Delivery>>,
     },
     Timer {
         timer: P::Timer,
         row: TimerRow,
     },
+}
+
+/// A message delivered by a bus, as a job keeps it.
+struct Delivery {
+    /// The message itself, for the dead letters.
+    envelope: Envelope,
+    /// `None` when settling it would tell only this engine (a message it
+    /// published itself, or one nobody waits for): this engine records what
+    /// it cannot handle itself.
+    ack: Option<Ack>,
 }
 
 /// An instance as a worker keeps it.
@@ -263,10 +270,10 @@ impl<P: Process> Runner for ProcessRunner<P> {
         };
         match (route.decode)(&envelope) {
             Ok((key, input)) => {
-                let ack = ack.unless_only(shared.number).map(Box::new);
                 let (id, time, name) = (envelope.id, envelope.time, route.event);
-                let envelope = Some(envelope);
-                self.enqueue(shared, key, Job::Input { input, id, time, name, envelope, ack });
+                let delivery =
+                    Some(Box::new(Delivery { envelope, ack: ack.unless_only(shared.number) }));
+                self.enqueue(shared, key, Job::Input { input, id, time, name, delivery });
             }
             Err(error) => {
                 let reason =
@@ -288,7 +295,7 @@ impl<P: Process> Runner for ProcessRunner<P> {
         let Some((key, input)) = route.and_then(|route| (route.take)(event)) else {
             return false;
         };
-        let job = Job::Input { input, id, time, name, envelope: None, ack: None };
+        let job = Job::Input { input, id, time, name, delivery: None };
         self.enqueue(shared, key, job);
         true
     }
@@ -592,7 +599,9 @@ impl<P: Process> Jobs<P> {
     /// again if its ack were dropped. Timers are: they stay in the store.
     fn all_redeliverable(&self) -> bool {
         self.queued.iter().zip(&self.links).all(|(queued, link)| {
-            link.settled || !matches!(queued.job, Job::Input { ack: None, .. })
+            link.settled
+                || !matches!(&queued.job, Job::Input { delivery, .. }
+                    if delivery.as_ref().is_none_or(|delivery| delivery.ack.is_none()))
         })
     }
 
@@ -611,8 +620,8 @@ impl<P: Process> Jobs<P> {
         if std::mem::replace(&mut self.links[index].settled, true) {
             return;
         }
-        if let Job::Input { ack, .. } = &mut self.queued[index].job
-            && let Some(ack) = ack.take()
+        if let Job::Input { delivery: Some(delivery), .. } = &mut self.queued[index].job
+            && let Some(ack) = delivery.ack.take()
         {
             ack.done();
         }
@@ -983,8 +992,8 @@ fn apply<P: Process>(
 
 fn dead_letter<P: Process>(job: &Job<P>, reason: String, now: Timestamp) -> NewDeadLetter {
     let letter = match job {
-        Job::Input { envelope: Some(envelope), .. } => Letter::Message(envelope.clone()),
-        Job::Input { input, id, time, name, envelope: None, .. } => {
+        Job::Input { delivery: Some(delivery), .. } => Letter::Message(delivery.envelope.clone()),
+        Job::Input { input, id, time, name, delivery: None, .. } => {
             // Taken typed: the message is made again from the input.
             let (name, body) = P::input_message(input).unwrap_or_else(|| {
                 // A process whose `take` takes what its `input_message`
