@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use crate::message::{Body, Envelope, MessageId, MessageKind, Timestamp};
 use crate::store::{
-    Batch, CommitOutcome, InstanceWrite, Letter, NewDeadLetter, Store, TimerChange, TimerRow,
+    Batch, CommitOutcome, InstanceWrite, Letter, NewDeadLetter, Slot, Store, TimerChange, TimerRow,
 };
 
 /// One check: its name, and the function that runs it on an empty store.
@@ -36,6 +36,7 @@ pub const CHECKS: &[Check] = &[
     ("completing an instance drops its timers and keeps a tombstone", |s| Box::pin(tombstones(s))),
     ("pruning deletes old tombstones and inbox rows", |s| Box::pin(pruning(s))),
     ("dead letters are listed and replayed", |s| Box::pin(dead_letters(s))),
+    ("a write with a slot is checked as one without", |s| Box::pin(slots(s))),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -71,6 +72,7 @@ fn write(key_text: &str, expected: Option<u64>, inbox: &[MessageId]) -> Instance
         at: Timestamp(1_000),
         outbox: Vec::new(),
         timers: Vec::new(),
+        slot: None,
     }
 }
 
@@ -198,7 +200,7 @@ async fn outbox_order(store: &dyn Store) {
     let sequences: Vec<u64> = outcomes
         .iter()
         .flat_map(|o| match o {
-            CommitOutcome::Committed { outbox } => outbox.clone(),
+            CommitOutcome::Committed { outbox, .. } => outbox.clone(),
             other => panic!("an outbox write gave {other:?}"),
         })
         .collect();
@@ -229,7 +231,7 @@ async fn outbox_order(store: &dyn Store) {
     let mut third = write("c", None, &[id(3)]);
     third.outbox = vec![message(13, "Ship")];
     let outcome = commit_one(store, third).await;
-    let CommitOutcome::Committed { outbox } = outcome else { panic!("gave {outcome:?}") };
+    let CommitOutcome::Committed { outbox, .. } = outcome else { panic!("gave {outcome:?}") };
     assert!(outbox[0] > sequences[2], "a sequence number is never used twice");
 }
 
@@ -311,6 +313,49 @@ async fn pruning(store: &dyn Store) {
     // The pruned inbox rows no longer make duplicates.
     let outcome = commit_one(store, write("old", None, &[id(1)])).await;
     assert!(committed(&outcome), "after pruning, the old key starts afresh: {outcome:?}");
+}
+
+/// A slot is only a shortcut: whatever slot a write gives, or none, the
+/// store checks and applies it as the key and version say.
+async fn slots(store: &dyn Store) {
+    let created = commit_one(store, write("a", None, &[id(1)])).await;
+    let CommitOutcome::Committed { slot: created, .. } = created else {
+        panic!("creating gave {created:?}")
+    };
+    commit_one(store, write("b", None, &[id(2)])).await;
+    let loaded = store.load(P, vec![key("a")]).await.unwrap().pop().flatten();
+    let loaded = loaded.expect("a created instance loads").slot;
+    if let (Some(created), Some(loaded)) = (&created, &loaded) {
+        assert!(created.same(loaded), "one instance, one slot: creating and loading gave two");
+    }
+    let with = |mut write: InstanceWrite, slot: &Option<Slot>| {
+        write.slot = slot.clone();
+        write
+    };
+    let outcome = commit_one(store, with(write("a", Some(7), &[id(3)]), &loaded)).await;
+    assert_eq!(outcome, CommitOutcome::Conflict, "a stale version conflicts, slot or not");
+    let outcome = commit_one(store, with(write("a", Some(1), &[id(1)]), &loaded)).await;
+    assert_eq!(outcome, CommitOutcome::Duplicate(vec![id(1)]), "the inbox holds, slot or not");
+    let outcome = commit_one(store, with(write("a", None, &[id(3)]), &loaded)).await;
+    assert_eq!(outcome, CommitOutcome::Conflict, "creating an existing instance conflicts");
+    // Another instance's slot does not lead the write to that instance.
+    let outcome = commit_one(store, with(write("b", Some(1), &[id(3)]), &loaded)).await;
+    assert!(committed(&outcome), "a write for b with a's slot gave {outcome:?}");
+    assert_eq!(version_of(store, "a").await, Some(1), "a's slot moved a on b's write");
+    assert_eq!(version_of(store, "b").await, Some(2));
+    let outcome = commit_one(store, with(write("a", Some(1), &[id(4)]), &loaded)).await;
+    assert!(committed(&outcome), "a write with its instance's slot gave {outcome:?}");
+    assert_eq!(version_of(store, "a").await, Some(2));
+    // A pruned instance is gone, whatever slot a write still has of it.
+    let mut complete = with(write("a", Some(2), &[id(5)]), &loaded);
+    complete.completed_at = Some(Timestamp(1_000));
+    commit_one(store, complete).await;
+    store.prune(Timestamp(5_000)).await.unwrap();
+    let outcome = commit_one(store, with(write("a", Some(3), &[id(6)]), &loaded)).await;
+    assert_eq!(outcome, CommitOutcome::Conflict, "a write to a pruned instance conflicts");
+    let outcome = commit_one(store, with(write("a", None, &[id(6)]), &loaded)).await;
+    assert!(committed(&outcome), "after pruning, the key starts afresh, slot or not: {outcome:?}");
+    assert_eq!(version_of(store, "a").await, Some(1));
 }
 
 async fn dead_letters(store: &dyn Store) {

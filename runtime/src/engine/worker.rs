@@ -29,8 +29,8 @@ use crate::bus::Ack;
 use crate::message::{Body, Envelope, MessageId, MessageKind, Timestamp};
 use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
 use crate::store::{
-    Batch, CommitOutcome, Inbox, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, TimerChange,
-    TimerRow,
+    Batch, CommitOutcome, Inbox, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, Slot,
+    TimerChange, TimerRow,
 };
 
 /// A process with its type erased, as the engine holds it.
@@ -149,6 +149,8 @@ struct Cached<P: Process> {
     /// The key as JSON, as the store knows it.
     key: Arc<str>,
     instance: Instance<P>,
+    /// The store's handle to the instance, given back with its next write.
+    slot: Option<Slot>,
     /// Written since the cache last made room: kept the next time it does.
     used: bool,
 }
@@ -494,12 +496,13 @@ async fn handle_batch<P: Process>(
             }
             match outcome {
                 None | Some(CommitOutcome::Committed { .. }) => {
-                    let sequences = match outcome {
-                        Some(CommitOutcome::Committed { outbox }) => outbox,
-                        _ => Vec::new(),
+                    let (sequences, slot) = match outcome {
+                        Some(CommitOutcome::Committed { outbox, slot }) => (outbox, slot),
+                        _ => (Vec::new(), None),
                     };
                     totals.merge(&plan.counts);
-                    apply(shared, runner, cache, plan, sequences, group.hash, jobs.key(&group));
+                    let committed = Committed { sequences, slot };
+                    apply(shared, runner, cache, plan, committed, group.hash, jobs.key(&group));
                     done.push(group.first);
                 }
                 Some(CommitOutcome::Duplicate(ids)) => {
@@ -703,6 +706,7 @@ fn cached<P: Process>(
         hash,
         key,
         used: true,
+        slot: record.slot,
         instance: Instance {
             version: record.version,
             state,
@@ -932,9 +936,17 @@ fn plan<P: Process>(
         at: now,
         outbox: plan.outbox.clone(),
         timers: plan.timers.clone(),
+        slot: cached.and_then(|cached| cached.slot.clone()),
     });
     plan.next = Some(instance);
     plan
+}
+
+/// What the store gave back for a write it applied.
+struct Committed {
+    /// The outbox rows' sequence numbers, in order.
+    sequences: Vec<u64>,
+    slot: Option<Slot>,
 }
 
 /// After a commit: the cache, the relay and the timer index. The counters
@@ -944,7 +956,7 @@ fn apply<P: Process>(
     runner: &ProcessRunner<P>,
     cache: &mut Cache<P>,
     plan: Plan<P>,
-    sequences: Vec<u64>,
+    Committed { sequences, slot }: Committed,
     hash: u64,
     key: &P::Key,
 ) {
@@ -980,10 +992,12 @@ fn apply<P: Process>(
     match (cache.get_mut(hash, key), plan.key) {
         (Some(cached), _) => {
             cached.instance = next;
+            cached.slot = slot;
             cached.used = true;
         }
         (None, Some(json)) => {
-            cache.insert(Cached { id: key.clone(), hash, key: json, instance: next, used: true });
+            let id = key.clone();
+            cache.insert(Cached { id, hash, key: json, instance: next, slot, used: true });
         }
         // Not cached, and committed on what was: the next message loads it.
         (None, None) => {}

@@ -4,8 +4,11 @@
 //! of the first, as after a restart.
 //!
 //! Instances live in shards by the hash of the key, each behind its own
-//! lock, so that workers committing different instances do not wait for each
-//! other. Each instance keeps its own inbox, the ids of the messages it
+//! lock, and each instance behind a lock of its own, so that workers
+//! committing different instances do not wait for each other. The store
+//! hands the engine a [`Slot`] for each instance, the instance's own
+//! handle: a write that gives it back reaches the instance without hashing
+//! its key or probing a table. Each instance keeps its own inbox, the ids of the messages it
 //! handled: a message is correlated by its content, so it always reaches the
 //! same instance, and that is where a redelivery is met. Kept there, the
 //! inbox is read and written with the instance, instead of in one table of
@@ -20,7 +23,7 @@ use hashbrown::HashTable;
 
 use super::{
     Batch, CommitOutcome, DeadLetter, InstanceRecord, InstanceTimer, InstanceWrite, Letter,
-    OutboxRow, Pruned, Replayed, Store, StoreError, TimerChange, TimerRow,
+    OutboxRow, Pruned, Replayed, Slot, Store, StoreError, TimerChange, TimerRow,
 };
 use crate::clock::BoxFuture;
 use crate::message::{Body, Envelope, MessageId, NameMap, Timestamp};
@@ -44,28 +47,39 @@ struct Inner {
 
 /// Process name -> its instances in this shard.
 #[derive(Default)]
-struct Shard(NameMap<String, HashTable<Stored>>);
+struct Shard(NameMap<String, HashTable<Arc<Entry>>>);
 
-/// Aligned to the processor's cache lines, and small enough to fill two of
-/// them exactly: a write misses two lines of it, where unaligned it would
-/// straddle three or four. So it keeps no hash (growing the table hashes
-/// the keys again), and no `Option` around its completion time.
-#[repr(align(64))]
-struct Stored {
+/// One instance: found by its key in its shard's table, or reached through
+/// the [`Slot`] the engine keeps. Its lock is taken after its shard's, when
+/// both are. Line-aligned, with what a write reads and changes first.
+#[repr(C, align(64))]
+struct Entry {
+    /// The store it belongs to: a slot of another store is not written
+    /// through. Read without a lock, it is what brings the entry's first
+    /// line into the cache ahead of a write.
+    owner: usize,
+    /// The instance's process and key: a slot given with another
+    /// instance's write is not written through either.
     key: Arc<str>,
+    process: &'static str,
+    stored: Mutex<Stored>,
+}
+
+#[repr(C)]
+struct Stored {
     version: u64,
-    state: Body,
-    data: Body,
     /// [`RUNNING`] until the instance completes.
     completed_at: Timestamp,
-    timers: Vec<InstanceTimer>,
     inbox: Handled,
+    state: Body,
+    data: Body,
+    timers: Vec<InstanceTimer>,
+    /// Pruned: no longer in its shard's table, so a slot finds no instance.
+    removed: bool,
 }
 
 /// The completion time of an instance that has not completed.
 const RUNNING: Timestamp = Timestamp(u64::MAX);
-
-const _: () = assert!(std::mem::size_of::<Stored>() == 128);
 
 impl Stored {
     fn completed_at(&self) -> Option<Timestamp> {
@@ -112,22 +126,170 @@ impl MemoryStore {
         (hash, lock(&self.inner.shards[shard_of(hash)]))
     }
 
+    /// Tells this store's entries from another's.
+    fn id(&self) -> usize {
+        Arc::as_ptr(&self.inner) as usize
+    }
+
+    /// The entry a write's slot leads to, if it is this store's entry of
+    /// the write's instance.
+    fn entry<'a>(&self, slot: Option<&'a Slot>, write: &InstanceWrite) -> Option<&'a Entry> {
+        slot?.get::<Entry>().filter(|entry| {
+            // The key is nearly always the very one the entry holds: `Arc`'s
+            // equality compares the pointers first.
+            entry.owner == self.id() && entry.key == write.key && entry.process == write.process
+        })
+    }
+
     fn ordered(&self) -> MutexGuard<'_, Ordered> {
         lock(&self.inner.ordered)
     }
 
-    /// Brings the instances a batch writes into the processor's cache, one
-    /// shard at a time. A lock is a barrier the processor cannot look past:
-    /// taken once per shard here, the probes of its instances are under way
-    /// at the same time, where the writes, each under its own lock, would
-    /// wait for one miss after the other.
-    fn warm(&self, writes: &[InstanceWrite], hashes: &[u64]) {
-        let mut order: Vec<(usize, u64)> = hashes.iter().copied().enumerate().collect();
-        order.sort_unstable_by_key(|&(_, hash)| shard_of(hash));
-        for run in order.chunk_by(|a, b| shard_of(a.1) == shard_of(b.1)) {
-            let shard = lock(&self.inner.shards[shard_of(run[0].1)]);
-            shard.warm(run.iter().map(|&(index, hash)| (hash, &writes[index])));
+    /// Brings the instances a batch writes into the processor's cache: each
+    /// is likely a miss, and a lock is a barrier the processor cannot look
+    /// past. Touched one after the other here, with nothing between them
+    /// that must wait for the one before, they are under way at the same
+    /// time, where the writes, each under its lock, would wait for one miss
+    /// after the other. Writes with a slot reach their instance directly;
+    /// the others are probed for one shard at a time, under its lock.
+    fn warm(&self, writes: &[InstanceWrite]) -> Vec<u64> {
+        let mut hashes = vec![0; writes.len()];
+        let mut probe = Vec::new();
+        for (index, write) in writes.iter().enumerate() {
+            match self.entry(write.slot.as_ref(), write) {
+                Some(entry) => entry.touch(),
+                None => {
+                    hashes[index] = self.inner.hasher.hash_one(&*write.key);
+                    probe.push((index, hashes[index]));
+                }
+            }
         }
+        probe.sort_unstable_by_key(|&(_, hash)| shard_of(hash));
+        for run in probe.chunk_by(|a, b| shard_of(a.1) == shard_of(b.1)) {
+            let shard = lock(&self.inner.shards[shard_of(run[0].1)]);
+            for &(index, hash) in run {
+                let write = &writes[index];
+                if let Some(entry) = shard.find(hash, write.process, &write.key) {
+                    entry.touch();
+                }
+            }
+        }
+        hashes
+    }
+
+    /// Applies one write under its instance's lock, through its slot or
+    /// by its key; returns its outcome.
+    fn write(&self, hash: u64, mut write: InstanceWrite) -> CommitOutcome {
+        let slot = write.slot.take();
+        if let Some(entry) = self.entry(slot.as_ref(), &write) {
+            let stored = lock(&entry.stored);
+            if !stored.removed {
+                return with_slot(self.apply(stored, write), slot);
+            }
+        }
+        // No slot, or its instance was pruned: as the key finds it.
+        let hash = if slot.is_some() { self.inner.hasher.hash_one(&*write.key) } else { hash };
+        let mut shard = lock(&self.inner.shards[shard_of(hash)]);
+        if let Some(entry) = shard.find(hash, write.process, &write.key) {
+            let slot = Slot::new(entry.clone());
+            return with_slot(self.apply(lock(&entry.stored), write), Some(slot));
+        }
+        if write.expected_version.is_some() {
+            return CommitOutcome::Conflict;
+        }
+        if let Some(duplicates) = duplicates(None, &write) {
+            return CommitOutcome::Duplicate(duplicates);
+        }
+        let entry = Arc::new(Entry {
+            owner: self.id(),
+            key: write.key.clone(),
+            process: write.process,
+            stored: Mutex::new(Stored {
+                version: write.version,
+                completed_at: RUNNING,
+                inbox: Handled::Few(Vec::new()),
+                state: write.state.clone(),
+                data: write.data.clone(),
+                timers: Vec::new(),
+                removed: false,
+            }),
+        });
+        let hasher = &self.inner.hasher;
+        let table = shard.table(write.process);
+        table.insert_unique(hash, entry.clone(), |entry| hasher.hash_one(&*entry.key));
+        // Under the shard's lock still: nobody else can see it yet, but its
+        // outbox rows must take their numbers before another write's.
+        let outcome = self.apply_checked(lock(&entry.stored), write);
+        with_slot(outcome, Some(Slot::new(entry)))
+    }
+
+    /// Checks and applies a write to its instance, all or nothing: every
+    /// check comes before the first change. The outbox rows take their
+    /// sequence numbers while the instance is still locked, so that an
+    /// instance's rows keep its decision order.
+    fn apply(&self, stored: MutexGuard<'_, Stored>, write: InstanceWrite) -> CommitOutcome {
+        if write.expected_version != Some(stored.version) {
+            return CommitOutcome::Conflict;
+        }
+        if let Some(duplicates) = duplicates(Some(&stored.inbox), &write) {
+            return CommitOutcome::Duplicate(duplicates);
+        }
+        self.apply_checked(stored, write)
+    }
+
+    /// Applies a write that passed its checks.
+    fn apply_checked(
+        &self,
+        mut stored: MutexGuard<'_, Stored>,
+        write: InstanceWrite,
+    ) -> CommitOutcome {
+        stored.version = write.version;
+        stored.state = write.state;
+        stored.data = write.data;
+        stored.completed_at = write.completed_at.unwrap_or(RUNNING);
+        for id in &write.inbox {
+            stored.inbox.insert(*id, write.at);
+        }
+        apply_timer_changes(&mut stored.timers, &write.timers);
+        if write.completed_at.is_some() {
+            stored.timers.clear();
+        }
+        let outbox = if write.outbox.is_empty() {
+            Vec::new()
+        } else {
+            self.ordered().append(write.process, &write.key, write.outbox)
+        };
+        CommitOutcome::Committed { outbox, slot: None }
+    }
+}
+
+/// A committed outcome, with the slot of its instance.
+fn with_slot(mut outcome: CommitOutcome, handle: Option<Slot>) -> CommitOutcome {
+    if let CommitOutcome::Committed { slot, .. } = &mut outcome {
+        *slot = handle;
+    }
+    outcome
+}
+
+/// The ids of a write's inbox that `inbox`, or the write itself, has
+/// already: `None` if there are none.
+fn duplicates(inbox: Option<&Handled>, write: &InstanceWrite) -> Option<Vec<MessageId>> {
+    let duplicate = |(n, id): &(usize, &MessageId)| {
+        inbox.is_some_and(|inbox| inbox.contains(**id)) || write.inbox[..*n].contains(id)
+    };
+    write
+        .inbox
+        .iter()
+        .enumerate()
+        .any(|pair| duplicate(&pair))
+        .then(|| write.inbox.iter().enumerate().filter(duplicate).map(|(_, id)| *id).collect())
+}
+
+impl Entry {
+    /// Reads the entry only to have its first line loaded: without taking
+    /// its lock, which would wait for it.
+    fn touch(&self) {
+        std::hint::black_box(self.owner);
     }
 }
 
@@ -177,13 +339,15 @@ impl Store for MemoryStore {
             .iter()
             .map(|key| {
                 let (hash, shard) = self.shard(key);
-                let stored = shard.0.get(process)?.find(hash, |s| *s.key == **key)?;
+                let entry = shard.find(hash, process, key)?;
+                let stored = lock(&entry.stored);
                 Some(InstanceRecord {
                     version: stored.version,
                     state: stored.state.clone(),
                     data: stored.data.clone(),
                     completed_at: stored.completed_at(),
                     timers: stored.timers.clone(),
+                    slot: Some(Slot::new(entry.clone())),
                 })
             })
             .collect();
@@ -194,28 +358,16 @@ impl Store for MemoryStore {
         &'a self,
         batch: &'a mut Batch,
     ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        let hashes: Vec<u64> =
-            batch.instances.iter().map(|write| self.inner.hasher.hash_one(&*write.key)).collect();
-        self.warm(&batch.instances, &hashes);
-        let mut outcomes = Vec::with_capacity(batch.instances.len());
-        for (write, hash) in batch.instances.drain(..).zip(hashes) {
-            let mut shard = lock(&self.inner.shards[shard_of(hash)]);
-            let (outcome, outbox) = shard.write(&self.inner.hasher, hash, write);
-            // The outbox rows take their sequence numbers while the shard is
-            // still locked, so that an instance's rows keep its decision order.
-            let outcome = match (outcome, outbox) {
-                (CommitOutcome::Committed { .. }, Some((process, key, messages))) => {
-                    let sequences = self.ordered().append(process, &key, messages);
-                    CommitOutcome::Committed { outbox: sequences }
-                }
-                (outcome, _) => outcome,
-            };
-            drop(shard);
-            outcomes.push(outcome);
-        }
+        let hashes = self.warm(&batch.instances);
+        let outcomes = batch
+            .instances
+            .drain(..)
+            .zip(hashes)
+            .map(|(write, hash)| self.write(hash, write))
+            .collect();
         for letter in batch.dead_letters.drain(..) {
             if let Letter::Timer(timer) = &letter.letter {
-                let (hash, mut shard) = self.shard(&timer.key);
+                let (hash, shard) = self.shard(&timer.key);
                 shard.drop_timer(hash, timer);
             }
             let mut ordered = self.ordered();
@@ -252,10 +404,11 @@ impl Store for MemoryStore {
         let mut rows = Vec::new();
         for shard in &self.inner.shards {
             for (process, table) in &lock(shard).0 {
-                for stored in table {
+                for entry in table {
+                    let stored = lock(&entry.stored);
                     rows.extend(stored.timers.iter().map(|timer| TimerRow {
                         process: process.clone(),
-                        key: stored.key.to_string(),
+                        key: entry.key.to_string(),
                         timer: timer.timer.to_string(),
                         at: timer.at,
                         id: timer.id,
@@ -293,7 +446,7 @@ impl Store for MemoryStore {
                     timer.at = now;
                     // A timer of an instance that has completed since has
                     // nothing left to do; replaying it only clears the letter.
-                    let (hash, mut shard) = self.shard(&timer.key);
+                    let (hash, shard) = self.shard(&timer.key);
                     if shard.put_timer(hash, &timer) {
                         replayed.timers.push(timer);
                     }
@@ -307,10 +460,12 @@ impl Store for MemoryStore {
         let mut pruned = Pruned::default();
         for shard in &self.inner.shards {
             for table in lock(shard).0.values_mut() {
-                table.retain(|stored| {
+                table.retain(|entry| {
+                    let mut stored = lock(&entry.stored);
                     if stored.completed_at().is_some_and(|at| at < before) {
                         pruned.tombstones += 1;
                         pruned.inbox += stored.inbox.len() as u64;
+                        stored.removed = true;
                         return false;
                     }
                     pruned.inbox += stored.inbox.prune(before) as u64;
@@ -322,122 +477,35 @@ impl Store for MemoryStore {
     }
 }
 
-/// The outbox rows of a committed write, still to be numbered.
-type Outbox = Option<(&'static str, Arc<str>, Vec<Envelope>)>;
-
 impl Shard {
-    /// Applies one instance write, all or nothing: every check comes before
-    /// the first change. Returns its outbox rows for numbering.
-    fn write(
-        &mut self,
-        hasher: &RandomState,
-        hash: u64,
-        write: InstanceWrite,
-    ) -> (CommitOutcome, Outbox) {
-        let table = match self.0.get_mut(write.process) {
-            Some(table) => table,
-            None => self.0.entry(write.process.to_owned()).or_default(),
-        };
-        // One probe of the instance table: it is large, and each probe is
-        // likely a cache miss.
-        let stored = table.find_mut(hash, |s| s.key == write.key);
-        let current = stored.as_ref().map(|s| s.version);
-        if current != write.expected_version {
-            return (CommitOutcome::Conflict, None);
-        }
-        let duplicates: Vec<MessageId> = write
-            .inbox
-            .iter()
-            .enumerate()
-            .filter(|(n, id)| {
-                stored.as_ref().is_some_and(|s| s.inbox.contains(**id))
-                    || write.inbox[..*n].contains(id)
-            })
-            .map(|(_, id)| *id)
-            .collect();
-        if !duplicates.is_empty() {
-            return (CommitOutcome::Duplicate(duplicates), None);
-        }
-        let completed = write.completed_at.is_some();
-        let stored = match stored {
-            Some(stored) => {
-                stored.version = write.version;
-                stored.state = write.state;
-                stored.data = write.data;
-                stored.completed_at = write.completed_at.unwrap_or(RUNNING);
-                stored
-            }
-            None => table
-                .insert_unique(
-                    hash,
-                    Stored {
-                        key: write.key.clone(),
-                        version: write.version,
-                        state: write.state,
-                        data: write.data,
-                        completed_at: write.completed_at.unwrap_or(RUNNING),
-                        timers: Vec::new(),
-                        inbox: Handled::Few(Vec::new()),
-                    },
-                    |s| hasher.hash_one(&*s.key),
-                )
-                .into_mut(),
-        };
-        for id in &write.inbox {
-            stored.inbox.insert(*id, write.at);
-        }
-        apply_timer_changes(&mut stored.timers, &write.timers);
-        if completed {
-            stored.timers.clear();
-        }
-        let outbox = (!write.outbox.is_empty()).then_some((write.process, write.key, write.outbox));
-        (CommitOutcome::Committed { outbox: Vec::new() }, outbox)
+    fn find(&self, hash: u64, process: &str, key: &str) -> Option<&Arc<Entry>> {
+        // Most often the very key the store holds: `Arc`'s equality
+        // compares the pointers first.
+        self.0.get(process)?.find(hash, |entry| *entry.key == *key)
     }
 
-    /// Brings the instances about to be written into the cache, with the
-    /// inbox each one is checked against. Each probe is likely a cache miss;
-    /// made one after the other, with nothing between them that must wait
-    /// for the one before, they are under way at the same time, where the
-    /// writes, one at a time, would wait for each in turn.
-    fn warm<'a>(&self, writes: impl Iterator<Item = (u64, &'a InstanceWrite)>) {
-        for (hash, write) in writes {
-            let found = self.0.get(write.process).and_then(|table| {
-                // Most often the very key the store holds: `Arc`'s equality
-                // compares the pointers first.
-                table.find(hash, |s| s.key == write.key)
-            });
-            if let Some(stored) = found {
-                // An instance is two lines: one field on each.
-                touch(Some(&(stored.version, stored.completed_at, stored.timers.len())));
-                touch(Some(&(
-                    matches!(stored.state, Body::Json(_)),
-                    matches!(stored.data, Body::Json(_)),
-                )));
-                touch(stored.key.as_bytes().first());
-                if let Handled::Few(ids) = &stored.inbox {
-                    touch(ids.first());
-                }
-            }
+    /// The instances of `process` in this shard.
+    fn table(&mut self, process: &str) -> &mut HashTable<Arc<Entry>> {
+        match self.0.get_mut(process) {
+            Some(_) => self.0.get_mut(process).expect("just found"),
+            None => self.0.entry(process.to_owned()).or_default(),
         }
     }
 
-    fn find(&mut self, hash: u64, process: &str, key: &str) -> Option<&mut Stored> {
-        self.0.get_mut(process)?.find_mut(hash, |stored| *stored.key == *key)
-    }
-
-    fn drop_timer(&mut self, hash: u64, row: &TimerRow) {
-        let stored = self.find(hash, &row.process, &row.key);
-        if let Some(stored) = stored {
+    fn drop_timer(&self, hash: u64, row: &TimerRow) {
+        if let Some(entry) = self.find(hash, &row.process, &row.key) {
+            let mut stored = lock(&entry.stored);
             stored.timers.retain(|timer| !(*timer.timer == *row.timer && timer.id == row.id));
         }
     }
 
     /// Schedules a timer of a running instance; false if there is none.
-    fn put_timer(&mut self, hash: u64, row: &TimerRow) -> bool {
-        let stored = self.find(hash, &row.process, &row.key);
-        let Some(stored) = stored.filter(|stored| stored.completed_at().is_none()) else {
+    fn put_timer(&self, hash: u64, row: &TimerRow) -> bool {
+        let Some(entry) = self.find(hash, &row.process, &row.key) else { return false };
+        let mut stored = lock(&entry.stored);
+        if stored.completed_at().is_some() {
             return false;
-        };
+        }
         apply_timer_changes(
             &mut stored.timers,
             &[TimerChange::Schedule { timer: row.timer.as_str().into(), at: row.at, id: row.id }],
@@ -502,12 +570,6 @@ impl Handled {
         }
         len - self.len()
     }
-}
-
-/// Reads a value only to have its line loaded: a load the processor need
-/// not wait for before going on to the next instance's.
-fn touch<T: Copy>(value: Option<&T>) {
-    std::hint::black_box(value.copied());
 }
 
 /// Hashes message ids, which are random or SHA-1 derived already: folding

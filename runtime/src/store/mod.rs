@@ -11,6 +11,7 @@
 mod memory;
 mod sqlite;
 
+use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
@@ -82,7 +83,52 @@ pub struct InstanceRecord {
     pub completed_at: Option<Timestamp>,
     /// Its pending timers.
     pub timers: Vec<InstanceTimer>,
+    /// The store's handle to the instance, if it gives one: see [`Slot`].
+    pub slot: Option<Slot>,
 }
+
+/// A store's own handle to an instance it holds, opaque to the engine.
+///
+/// A store may hand one out with an instance, when it is loaded
+/// ([`InstanceRecord::slot`]) or created ([`CommitOutcome::Committed`]);
+/// the engine keeps it with the instance and gives it back with the
+/// instance's next write ([`InstanceWrite::slot`]). A store in memory uses
+/// it to reach the instance without looking its key up. A slot is only a
+/// shortcut: a store checks and applies a write that gives one exactly as
+/// the same write without it, and a slot whose instance has since been
+/// pruned finds no instance. A store on disk gives none.
+#[derive(Clone)]
+pub struct Slot(Arc<dyn Any + Send + Sync>);
+
+impl Slot {
+    pub fn new<T: Any + Send + Sync>(handle: Arc<T>) -> Slot {
+        Slot(handle)
+    }
+
+    /// The handle, if it is a `T`.
+    pub fn get<T: Any>(&self) -> Option<&T> {
+        self.0.downcast_ref()
+    }
+
+    /// Whether both slots are the same handle.
+    pub fn same(&self, other: &Slot) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl fmt::Debug for Slot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Slot")
+    }
+}
+
+impl PartialEq for Slot {
+    fn eq(&self, other: &Slot) -> bool {
+        self.same(other)
+    }
+}
+
+impl Eq for Slot {}
 
 /// A pending timer of an instance.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -127,6 +173,9 @@ pub struct InstanceWrite {
     pub outbox: Vec<Envelope>,
     /// Timer changes, in decision order.
     pub timers: Vec<TimerChange>,
+    /// The store's handle to the instance, as it gave it with the instance:
+    /// see [`Slot`].
+    pub slot: Option<Slot>,
 }
 
 /// The ids of the messages one instance write handled: nearly always one,
@@ -155,8 +204,9 @@ pub enum TimerChange {
 /// How one instance write ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CommitOutcome {
-    /// Applied; the outbox rows got these sequence numbers, in order.
-    Committed { outbox: Vec<u64> },
+    /// Applied; the outbox rows got these sequence numbers, in order. The
+    /// store's handle to the instance, if it gives one, for its next write.
+    Committed { outbox: Vec<u64>, slot: Option<Slot> },
     /// The stored version was not the expected one: nothing was applied.
     Conflict,
     /// These message ids were already handled: nothing was applied.

@@ -659,7 +659,7 @@ fn write_instance(
             .execute(params![process, key])?;
     }
     if write.outbox.is_empty() {
-        return Ok(CommitOutcome::Committed { outbox: Vec::new() });
+        return Ok(CommitOutcome::Committed { outbox: Vec::new(), slot: None });
     }
 
     let mut sequences = Vec::with_capacity(write.outbox.len());
@@ -680,7 +680,7 @@ fn write_instance(
         ])?;
         sequences.push(transaction.last_insert_rowid() as u64);
     }
-    Ok(CommitOutcome::Committed { outbox: sequences })
+    Ok(CommitOutcome::Committed { outbox: sequences, slot: None })
 }
 
 fn schedule_timer(
@@ -869,6 +869,7 @@ fn load(
                     data: json_body(row, 2)?,
                     completed_at: row.get::<_, Option<i64>>(3)?.map(|at| Timestamp(at as u64)),
                     timers: Vec::new(),
+                    slot: None,
                 })
             })
             .optional()?;
