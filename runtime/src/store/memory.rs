@@ -177,11 +177,13 @@ impl MemoryStore {
         hashes
     }
 
-    /// Applies one write under its instance's lock, through its slot or
-    /// by its key; returns its outcome.
-    fn write(&self, hash: u64, mut write: InstanceWrite) -> CommitOutcome {
+    /// Applies one write under its instance's lock, through its slot or by
+    /// its key; returns its outcome. It takes what it keeps out of `write`
+    /// (a write is large: moving it costs more than the rest) and leaves
+    /// what it replaced there, to be dropped with the batch.
+    fn write(&self, hash: u64, write: &mut InstanceWrite) -> CommitOutcome {
         let slot = write.slot.take();
-        if let Some(entry) = self.entry(slot.as_ref(), &write) {
+        if let Some(entry) = self.entry(slot.as_ref(), write) {
             let stored = lock(&entry.stored);
             if !stored.removed {
                 return with_slot(self.apply(stored, write), slot);
@@ -197,7 +199,7 @@ impl MemoryStore {
         if write.expected_version.is_some() {
             return CommitOutcome::Conflict;
         }
-        if let Some(duplicates) = duplicates(None, &write) {
+        if let Some(duplicates) = duplicates(None, write) {
             return CommitOutcome::Duplicate(duplicates);
         }
         let entry = Arc::new(Entry {
@@ -227,11 +229,11 @@ impl MemoryStore {
     /// check comes before the first change. The outbox rows take their
     /// sequence numbers while the instance is still locked, so that an
     /// instance's rows keep its decision order.
-    fn apply(&self, stored: MutexGuard<'_, Stored>, write: InstanceWrite) -> CommitOutcome {
+    fn apply(&self, stored: MutexGuard<'_, Stored>, write: &mut InstanceWrite) -> CommitOutcome {
         if write.expected_version != Some(stored.version) {
             return CommitOutcome::Conflict;
         }
-        if let Some(duplicates) = duplicates(Some(&stored.inbox), &write) {
+        if let Some(duplicates) = duplicates(Some(&stored.inbox), write) {
             return CommitOutcome::Duplicate(duplicates);
         }
         self.apply_checked(stored, write)
@@ -241,11 +243,11 @@ impl MemoryStore {
     fn apply_checked(
         &self,
         mut stored: MutexGuard<'_, Stored>,
-        write: InstanceWrite,
+        write: &mut InstanceWrite,
     ) -> CommitOutcome {
         stored.version = write.version;
-        stored.state = write.state;
-        stored.data = write.data;
+        std::mem::swap(&mut stored.state, &mut write.state);
+        std::mem::swap(&mut stored.data, &mut write.data);
         stored.completed_at = write.completed_at.unwrap_or(RUNNING);
         for id in &write.inbox {
             stored.inbox.insert(*id, write.at);
@@ -257,7 +259,7 @@ impl MemoryStore {
         let outbox = if write.outbox.is_empty() {
             Vec::new()
         } else {
-            self.ordered().append(write.process, &write.key, write.outbox)
+            self.ordered().append(write.process, &write.key, std::mem::take(&mut write.outbox))
         };
         CommitOutcome::Committed { outbox, slot: None }
     }
@@ -361,10 +363,11 @@ impl Store for MemoryStore {
         let hashes = self.warm(&batch.instances);
         let outcomes = batch
             .instances
-            .drain(..)
+            .iter_mut()
             .zip(hashes)
             .map(|(write, hash)| self.write(hash, write))
             .collect();
+        batch.instances.clear();
         for letter in batch.dead_letters.drain(..) {
             if let Letter::Timer(timer) = &letter.letter {
                 let (hash, shard) = self.shard(&timer.key);
