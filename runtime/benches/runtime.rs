@@ -11,7 +11,9 @@
 //!
 //! Run with `cargo bench -p switchyard-runtime`. Results are printed and
 //! appended to `target/bench-results.jsonl`. `SWITCHYARD_BENCH_SCALE=0.1`
-//! runs everything ten times smaller, for a quick look.
+//! runs everything ten times smaller, for a quick look. The filter
+//! `engine-alone` runs only the in-memory engine, to compare two builds in
+//! turn (`SWITCHYARD_BENCH_WORKERS=1` gives it one worker per process).
 
 use std::io::Write as _;
 use std::path::PathBuf;
@@ -144,6 +146,13 @@ struct Result {
     goal: &'static str,
 }
 
+/// `SWITCHYARD_BENCH_WORKERS`: the in-memory engine's workers per process,
+/// instead of its default (one per core). With one, the workers' own cost
+/// sets the rate.
+fn bench_workers() -> Option<usize> {
+    std::env::var("SWITCHYARD_BENCH_WORKERS").ok().and_then(|s| s.parse().ok())
+}
+
 fn scale() -> f64 {
     std::env::var("SWITCHYARD_BENCH_SCALE").ok().and_then(|s| s.parse().ok()).unwrap_or(1.0)
 }
@@ -170,7 +179,11 @@ fn runtime() -> tokio::runtime::Runtime {
 /// The engine in memory: events over `instances` live instances.
 fn in_memory_engine(instances: usize, events: usize) -> (usize, Duration) {
     runtime().block_on(async {
-        let engine = Engine::builder().process::<Tally>().build();
+        let mut builder = Engine::builder().process::<Tally>();
+        if let Some(workers) = bench_workers() {
+            builder = builder.workers(workers);
+        }
+        let engine = builder.build();
         for key in 0..instances as u64 {
             engine.publish(Counted { key });
         }
@@ -467,6 +480,19 @@ fn main() {
     let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with("--"));
     let wanted = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
     let mut results = Vec::new();
+
+    if filter.as_deref() == Some("engine-alone") {
+        // The in-memory engine without its baselines, to compare two builds
+        // run in turn: prints each round's rate and the best, records nothing.
+        let (instances, events) = (scaled(100_000), scaled(1_000_000));
+        let best = best(ROUNDS, || {
+            let (events, took) = in_memory_engine(instances, events);
+            println!("{:.0} events/s", events as f64 / took.as_secs_f64());
+            (events, took)
+        });
+        println!("best of {ROUNDS}: {best:.0} events/s");
+        return;
+    }
 
     if wanted("in-memory") {
         let (instances, events) = (scaled(100_000), scaled(1_000_000));
