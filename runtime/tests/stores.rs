@@ -111,3 +111,50 @@ async fn a_test_engine_can_restart_on_its_store() {
     second.advance(HOUR).await;
     assert_eq!(second.commands::<Nudge>(), [Nudge { order: 3, reminders: 1 }]);
 }
+
+/// A slot is a store's own: given to another memory store, even with the
+/// same process and key, it leads nowhere, and the write goes by its key.
+#[tokio::test]
+async fn a_memory_store_does_not_write_through_another_stores_slot() {
+    use switchyard_runtime::store::{Batch, CommitOutcome, InstanceWrite, Slot, Store};
+    use switchyard_runtime::{Body, MessageId, Timestamp};
+
+    let write = |expected: Option<u64>, slot: Option<Slot>| InstanceWrite {
+        process: "Order",
+        key: "\"a\"".into(),
+        expected_version: expected,
+        version: expected.unwrap_or(0) + 1,
+        state: Body::value("Open".to_owned()),
+        data: Body::value(0u64),
+        completed_at: None,
+        inbox: vec![MessageId::at(Timestamp::now())].into(),
+        at: Timestamp::now(),
+        outbox: Vec::new(),
+        timers: Vec::new(),
+        slot,
+    };
+    let commit = |store: &MemoryStore, write: InstanceWrite| {
+        let store = store.clone();
+        async move {
+            let mut batch = Batch { instances: vec![write], dead_letters: Vec::new() };
+            store.commit(&mut batch).await.unwrap().pop().unwrap()
+        }
+    };
+    let (first, second) = (MemoryStore::new(), MemoryStore::new());
+    let CommitOutcome::Committed { slot: Some(slot), .. } = commit(&first, write(None, None)).await
+    else {
+        panic!("the memory store gives a slot with an instance it creates")
+    };
+    // The second store has no such instance: a write expecting version 1
+    // conflicts there, slot or not, and one that creates it creates it there.
+    let outcome = commit(&second, write(Some(1), Some(slot.clone()))).await;
+    assert_eq!(outcome, CommitOutcome::Conflict, "the write went through the first store's slot");
+    let outcome = commit(&second, write(None, Some(slot))).await;
+    assert!(matches!(outcome, CommitOutcome::Committed { .. }), "creating gave {outcome:?}");
+    let versions = |store: MemoryStore| async move {
+        let loaded = store.load("Order", vec!["\"a\"".into()]).await.unwrap();
+        loaded.into_iter().flatten().map(|record| record.version).collect::<Vec<_>>()
+    };
+    assert_eq!(versions(first).await, vec![1], "the first store's instance moved");
+    assert_eq!(versions(second).await, vec![1]);
+}

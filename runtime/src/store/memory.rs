@@ -28,6 +28,9 @@ use super::{
 use crate::clock::BoxFuture;
 use crate::message::{Body, Envelope, MessageId, NameMap, Timestamp};
 
+/// The number the next store takes.
+static STORES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// How many shards instances are spread over.
 const SHARDS: usize = 64;
 
@@ -38,6 +41,9 @@ pub struct MemoryStore {
 }
 
 struct Inner {
+    /// This store's number, unique in the program: a slot carries it. (An
+    /// address could be a dropped store's, whose slots must not match.)
+    id: u64,
     /// Hashes keys, which come from messages: seeded, as std's maps are.
     /// One hash per call picks the shard and finds the instance in it.
     hasher: RandomState,
@@ -57,7 +63,7 @@ struct Entry {
     /// The store it belongs to: a slot of another store is not written
     /// through. Read without a lock, it is what brings the entry's first
     /// line into the cache ahead of a write.
-    owner: usize,
+    owner: u64,
     /// The instance's process and key: a slot given with another
     /// instance's write is not written through either.
     key: Arc<str>,
@@ -113,6 +119,7 @@ impl MemoryStore {
     pub fn new() -> MemoryStore {
         MemoryStore {
             inner: Arc::new(Inner {
+                id: STORES.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
                 hasher: RandomState::new(),
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 ordered: Mutex::default(),
@@ -127,8 +134,8 @@ impl MemoryStore {
     }
 
     /// Tells this store's entries from another's.
-    fn id(&self) -> usize {
-        Arc::as_ptr(&self.inner) as usize
+    fn id(&self) -> u64 {
+        self.inner.id
     }
 
     /// The entry a write's slot leads to, if it is this store's entry of
