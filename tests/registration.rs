@@ -5,6 +5,7 @@
 //! the happy path, an expired order, a late order, the wait list and a
 //! changed order.
 
+mod common;
 #[path = "../examples/registration/process.rs"]
 mod registration;
 
@@ -542,12 +543,8 @@ async fn end_to_end_an_updated_order_takes_the_latest_reply_and_ignores_the_stal
 async fn end_to_end_on_sqlite_the_example_stories_end_as_they_should() {
     let path = std::env::temp_dir()
         .join(format!("switchyard-registration-test-{}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        // A leftover from an earlier run with the same id would skew the counts.
-        let _ = std::fs::remove_file(file);
-    }
+    // A leftover from an earlier run with the same id would skew the counts.
+    common::remove_database(&path);
     let clock = ManualClock::default();
     let state = Contexts::default();
     state.open_conference(&conference(), &[("full", 10), ("workshop", 2)]);
@@ -590,9 +587,5 @@ async fn end_to_end_on_sqlite_the_example_stories_end_as_they_should() {
     assert_eq!(state.available(&conference(), "workshop"), 2);
     assert!(engine.dead_letters().await.unwrap().is_empty());
     drop(engine);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    common::remove_database(&path);
 }

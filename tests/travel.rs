@@ -5,6 +5,7 @@
 //! on the test engine and on a SQLite file, where the order of the
 //! compensations is checked.
 
+mod common;
 #[allow(dead_code)]
 #[path = "../examples/travel/process.rs"]
 mod travel;
@@ -603,11 +604,7 @@ async fn end_to_end_lost_cancellations_are_asked_again_until_confirmed() {
 #[tokio::test]
 async fn end_to_end_on_sqlite_the_timeout_story_undoes_the_hotel_then_the_flight() {
     let path = std::env::temp_dir().join(format!("switchyard-travel-{}.db", std::process::id()));
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    common::remove_database(&path);
     let agencies = Agencies::default();
     agencies.plan(&trip(), Plan { payment: Answer::Never, ..Plan::default() });
     let clock = ManualClock::default();
@@ -636,9 +633,5 @@ async fn end_to_end_on_sqlite_the_timeout_story_undoes_the_hotel_then_the_flight
     ));
     assert!(engine.dead_letters().await.unwrap().is_empty());
     drop(engine);
-    for suffix in ["", "-wal", "-shm"] {
-        let mut file = path.clone().into_os_string();
-        file.push(suffix);
-        let _ = std::fs::remove_file(file);
-    }
+    common::remove_database(&path);
 }
