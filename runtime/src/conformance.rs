@@ -326,7 +326,7 @@ async fn slots(store: &dyn Store) {
     let loaded = store.load(P, vec![key("a")]).await.unwrap().pop().flatten();
     let loaded = loaded.expect("a created instance loads").slot;
     if let (Some(created), Some(loaded)) = (&created, &loaded) {
-        assert!(created.same(loaded), "one instance, one slot: creating and loading gave two");
+        assert!(created == loaded, "one instance, one slot: creating and loading gave two");
     }
     let with = |mut write: InstanceWrite, slot: &Option<Slot>| {
         write.slot = slot.clone();

@@ -423,7 +423,7 @@ async fn handle_batch<P: Process>(
         // doubling at a time would copy them over and over.
         batch.instances.reserve(groups.len());
         for group in &groups {
-            let cached = cache.get(group.hash, jobs.key(group));
+            let cached = cache.get_mut(group.hash, jobs.key(group));
             let plan = plan(now, runner, states, cached, group, jobs, &mut batch.instances);
             batch.dead_letters.extend(plan.dead.iter().map(|(_, letter)| letter.clone()));
             plans.push(plan);
@@ -496,12 +496,13 @@ async fn handle_batch<P: Process>(
             }
             match outcome {
                 None | Some(CommitOutcome::Committed { .. }) => {
-                    let (sequences, slot) = match outcome {
-                        Some(CommitOutcome::Committed { outbox, slot }) => (outbox, slot),
-                        _ => (Vec::new(), None),
+                    let committed = match outcome {
+                        Some(CommitOutcome::Committed { outbox, slot }) => {
+                            Committed { sequences: outbox, slot }
+                        }
+                        _ => Committed { sequences: Vec::new(), slot: None },
                     };
                     totals.merge(&plan.counts);
-                    let committed = Committed { sequences, slot };
                     apply(shared, runner, cache, plan, committed, group.hash, jobs.key(&group));
                     done.push(group.first);
                 }
@@ -718,16 +719,19 @@ fn cached<P: Process>(
 }
 
 /// Decides the messages of one group, in order, on a copy of the instance.
+/// A write takes the cached instance's slot with it (moved, not shared: a
+/// slot's reference count is a line of its own); the commit gives it back.
 fn plan<P: Process>(
     now: Timestamp,
     runner: &ProcessRunner<P>,
     states: &mut States<P>,
-    cached: Option<&Cached<P>>,
+    cached_mut: Option<&mut Cached<P>>,
     group: &Group,
     jobs: &Jobs<P>,
     writes: &mut Vec<InstanceWrite>,
 ) -> Plan<P> {
     let key = jobs.key(group);
+    let cached = cached_mut.as_deref();
     let mut plan = Plan {
         writes: false,
         next: None,
@@ -936,7 +940,7 @@ fn plan<P: Process>(
         at: now,
         outbox: plan.outbox.clone(),
         timers: plan.timers.clone(),
-        slot: cached.and_then(|cached| cached.slot.clone()),
+        slot: cached_mut.and_then(|cached| cached.slot.take()),
     });
     plan.next = Some(instance);
     plan

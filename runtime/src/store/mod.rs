@@ -109,11 +109,6 @@ impl Slot {
     pub fn get<T: Any>(&self) -> Option<&T> {
         self.0.downcast_ref()
     }
-
-    /// Whether both slots are the same handle.
-    pub fn same(&self, other: &Slot) -> bool {
-        Arc::ptr_eq(&self.0, &other.0)
-    }
 }
 
 impl fmt::Debug for Slot {
@@ -122,9 +117,10 @@ impl fmt::Debug for Slot {
     }
 }
 
+/// Slots are equal when they are the same handle.
 impl PartialEq for Slot {
     fn eq(&self, other: &Slot) -> bool {
-        self.same(other)
+        Arc::ptr_eq(&self.0, &other.0)
     }
 }
 
