@@ -31,9 +31,10 @@ pub enum MessageKind {
     Command,
 }
 
-/// A message id. New messages get a random id; messages decided in answer to
-/// an input get ids derived from the input's id, so that handling the same
-/// input again produces the same ids and receivers can drop duplicates.
+/// A message id. New messages get a new time-ordered id ([`MessageId::new`]);
+/// messages decided in answer to an input get ids derived from the input's
+/// id, so that handling the same input again produces the same ids and
+/// receivers can drop duplicates.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, serde::Deserialize)]
 pub struct MessageId(uuid::Uuid);
 
