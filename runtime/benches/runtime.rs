@@ -369,16 +369,17 @@ fn sqlite_engine(instances: usize, events: usize) -> (usize, Duration, f64) {
 /// sharded workers make, each taking up the next events of its own share.
 fn batches(instances: usize, events: usize, batch: usize, shards: usize) -> Vec<Vec<usize>> {
     use std::hash::BuildHasher as _;
+    let (batch, shards) = (batch.max(1), shards.max(1));
     let hasher = std::hash::RandomState::new();
-    let mut shares = vec![std::collections::VecDeque::new(); shards.max(1)];
+    let mut shares = vec![std::collections::VecDeque::new(); shards];
     for n in 0..events {
         let key = n % instances;
-        shares[(hasher.hash_one(key) % shards.max(1) as u64) as usize].push_back(key);
+        shares[(hasher.hash_one(key) % shards as u64) as usize].push_back(key);
     }
-    let mut batches = Vec::with_capacity(events / batch.max(1) + shards);
+    let mut batches = Vec::with_capacity(events / batch + shards);
     while shares.iter().any(|share| !share.is_empty()) {
         for share in &mut shares {
-            let take = batch.max(1).min(share.len());
+            let take = batch.min(share.len());
             if take > 0 {
                 batches.push(share.drain(..take).collect());
             }

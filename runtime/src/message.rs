@@ -331,7 +331,17 @@ pub struct Envelope {
 impl Envelope {
     /// A new message with a fresh id, stamped with the current time.
     pub fn new(name: &'static str, kind: MessageKind, body: Body) -> Envelope {
-        let time = Timestamp::now();
+        Envelope::at(name, kind, body, Timestamp::now())
+    }
+
+    /// A new message with a fresh id, stamped with `time`: for a caller
+    /// with a clock of its own.
+    pub(crate) fn at(
+        name: &'static str,
+        kind: MessageKind,
+        body: Body,
+        time: Timestamp,
+    ) -> Envelope {
         Envelope {
             id: MessageId::at(time),
             name: Cow::Borrowed(name),

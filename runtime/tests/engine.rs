@@ -308,6 +308,13 @@ struct Flaky {
     lasting: bool,
 }
 
+impl Flaky {
+    /// A memory store whose first `failures` commits fail.
+    fn new(failures: u32, lasting: bool) -> Flaky {
+        Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(failures)), lasting }
+    }
+}
+
 impl Store for Flaky {
     fn load(
         &self,
@@ -361,8 +368,7 @@ impl Store for Flaky {
 
 #[tokio::test(start_paused = true)]
 async fn transient_store_errors_are_retried_and_nothing_is_lost() {
-    let store =
-        Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(3)), lasting: false };
+    let store = Flaky::new(3, false);
     let engine =
         orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
     engine.publish(placed(14));
@@ -382,8 +388,7 @@ async fn a_message_the_engine_published_is_kept_until_the_store_takes_its_dead_l
     // Enough failures that the commit's retries run out, and then the dead
     // letter's for a while too. Nobody would send this message again, so
     // the engine may not give it up.
-    let store =
-        Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(20)), lasting: true };
+    let store = Flaky::new(20, true);
     let engine =
         orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
     let id = engine.publish(placed(15));

@@ -647,15 +647,7 @@ impl Receiver for Inlet {
 impl Shared {
     /// A new message from outside any process, stamped with the engine's clock.
     fn envelope(&self, name: &'static str, kind: MessageKind, body: Body) -> Envelope {
-        let time = self.clock.now();
-        Envelope {
-            id: MessageId::at(time),
-            name: std::borrow::Cow::Borrowed(name),
-            kind,
-            body,
-            causation: None,
-            time,
-        }
+        Envelope::at(name, kind, body, self.clock.now())
     }
 
     /// Routes one delivered message: an event to every process and

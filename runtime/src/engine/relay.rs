@@ -254,7 +254,7 @@ mod tests {
         Pending {
             sequence,
             message: Envelope::new("Ship", MessageKind::Command, Body::value(sequence)),
-            instance: Some((Cow::Borrowed("Order"), Arc::from(key))),
+            instance: Some(instance(key)),
         }
     }
 
