@@ -85,6 +85,11 @@ pub struct Settled {
     pub rejected: Vec<Rejection>,
     /// Not acknowledged: they should be sent again.
     pub unacknowledged: Vec<MessageId>,
+    /// Taken, but a receiver could not handle them and recorded them in its
+    /// dead letters, with the reason: they are settled and are not sent
+    /// again, but whoever waits for them should know that they were not
+    /// handled.
+    pub dead_lettered: Vec<Rejection>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,8 +151,7 @@ struct Routes {
 /// Counts the outstanding deliveries of one published batch.
 struct Latch {
     remaining: AtomicUsize,
-    rejected: Mutex<Vec<Rejection>>,
-    unacknowledged: Mutex<Vec<MessageId>>,
+    settled: Mutex<Settled>,
     settle: Mutex<Option<Settle>>,
 }
 
@@ -155,6 +159,7 @@ enum Outcome {
     Done,
     Rejected(String),
     Unacknowledged,
+    DeadLettered(String),
 }
 
 impl Settle {
@@ -187,9 +192,21 @@ impl fmt::Debug for Settle {
 }
 
 impl Settled {
-    /// Whether every message was handled.
+    /// Whether every message was settled: handled, or recorded in a
+    /// receiver's dead letters. Nothing is left for the publisher to do.
     pub fn is_clean(&self) -> bool {
         self.rejected.is_empty() && self.unacknowledged.is_empty()
+    }
+
+    fn of(id: MessageId, outcome: Outcome) -> Settled {
+        let mut settled = Settled::default();
+        match outcome {
+            Outcome::Done => {}
+            Outcome::Rejected(reason) => settled.rejected.push(Rejection { id, reason }),
+            Outcome::Unacknowledged => settled.unacknowledged.push(id),
+            Outcome::DeadLettered(reason) => settled.dead_lettered.push(Rejection { id, reason }),
+        }
+        settled
     }
 }
 
@@ -224,19 +241,17 @@ impl Ack {
         self.settle(Outcome::Rejected(reason.into()));
     }
 
+    /// The message could not be handled, and the receiver has recorded it
+    /// in its dead letters, durably: it must not be sent again, and whoever
+    /// waits for it learns why.
+    pub fn dead_lettered(mut self, reason: impl Into<String>) {
+        self.settle(Outcome::DeadLettered(reason.into()));
+    }
+
     fn settle(&mut self, outcome: Outcome) {
         match std::mem::replace(&mut self.target, Target::Nobody) {
             Target::Nobody => {}
-            Target::Alone(settle) => settle.call(match outcome {
-                Outcome::Done => Settled::default(),
-                Outcome::Rejected(reason) => Settled {
-                    rejected: vec![Rejection { id: self.id, reason }],
-                    unacknowledged: Vec::new(),
-                },
-                Outcome::Unacknowledged => {
-                    Settled { rejected: Vec::new(), unacknowledged: vec![self.id] }
-                }
-            }),
+            Target::Alone(settle) => settle.call(Settled::of(self.id, outcome)),
             Target::Shared(latch) => latch.settle_one(self.id, outcome),
         }
     }
@@ -260,8 +275,9 @@ impl Ack {
     }
 
     /// One receipt per part, for a message that several parts of a receiver
-    /// handle: this one is done when all are, rejected if one is, and
-    /// unacknowledged if one is and none rejected it.
+    /// handle: this one is done when all are, rejected if one is,
+    /// unacknowledged if one is and none rejected it, and dead-lettered if
+    /// one part dead-lettered it and every other settled it.
     pub fn split(self, parts: usize) -> Vec<Ack> {
         match parts {
             0 => {
@@ -277,7 +293,12 @@ impl Ack {
                     let Some(parent) = parent else { return };
                     if let Some(first) = settled.rejected.into_iter().next() {
                         parent.reject(first.reason);
-                    } else if settled.unacknowledged.is_empty() {
+                    } else if !settled.unacknowledged.is_empty() {
+                        // Dropped unsettled: asks for the message again.
+                        drop(parent);
+                    } else if let Some(first) = settled.dead_lettered.into_iter().next() {
+                        parent.dead_lettered(first.reason);
+                    } else {
                         parent.done();
                     }
                 }));
@@ -308,8 +329,7 @@ impl Latch {
     fn new(settle: Settle) -> Arc<Latch> {
         Arc::new(Latch {
             remaining: AtomicUsize::new(1),
-            rejected: Mutex::new(Vec::new()),
-            unacknowledged: Mutex::new(Vec::new()),
+            settled: Mutex::new(Settled::default()),
             settle: Mutex::new(Some(settle)),
         })
     }
@@ -319,16 +339,15 @@ impl Latch {
     }
 
     fn settle_one(&self, id: MessageId, outcome: Outcome) {
-        match outcome {
-            Outcome::Done => {}
-            Outcome::Rejected(reason) => lock(&self.rejected).push(Rejection { id, reason }),
-            Outcome::Unacknowledged => lock(&self.unacknowledged).push(id),
+        if !matches!(outcome, Outcome::Done) {
+            let mut settled = lock(&self.settled);
+            let one = Settled::of(id, outcome);
+            settled.rejected.extend(one.rejected);
+            settled.unacknowledged.extend(one.unacknowledged);
+            settled.dead_lettered.extend(one.dead_lettered);
         }
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
-            let settled = Settled {
-                rejected: std::mem::take(&mut *lock(&self.rejected)),
-                unacknowledged: std::mem::take(&mut *lock(&self.unacknowledged)),
-            };
+            let settled = std::mem::take(&mut *lock(&self.settled));
             if let Some(settle) = lock(&self.settle).take() {
                 settle.call(settled);
             }
@@ -551,7 +570,7 @@ mod tests {
         drop(last);
         assert_eq!(
             *slot.lock().unwrap(),
-            Some(Settled { rejected: vec![], unacknowledged: vec![id] })
+            Some(Settled { unacknowledged: vec![id], ..Settled::default() })
         );
     }
 

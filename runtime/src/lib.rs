@@ -22,7 +22,8 @@ pub use bus::{
 };
 pub use clock::{BoxFuture, Clock, ManualClock, SystemClock};
 pub use engine::{
-    CommandContext, Engine, EngineBuilder, Error, HandlerError, InstanceStatus, Stats,
+    CommandContext, Engine, EngineBuilder, Error, HandlerError, HandlerOptions, InstanceStatus,
+    Stats,
 };
 pub use message::{
     Body, Command, DecodeError, Envelope, Event, MessageId, MessageKind, Payload, Timestamp,

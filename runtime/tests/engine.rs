@@ -14,8 +14,8 @@ use switchyard_runtime::store::{
 use switchyard_runtime::testing::TestEngine;
 use switchyard_runtime::{
     Body, BoxFuture, Bus, BusError, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope,
-    HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore, MessageKind,
-    RetryPolicy, Settle, Store, StoreError, Subscription, Timestamp,
+    Error, HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore,
+    MessageKind, RetryPolicy, Settle, Store, StoreError, Subscription, Timestamp,
 };
 
 /// Runs `Order` with handlers that accept `Ship` and `Nudge`.
@@ -125,7 +125,13 @@ async fn an_undecodable_event_is_dead_lettered_with_its_reason_and_can_be_replay
         body: Body::Json(Arc::from(&br#"{"order": "five"}"#[..])),
         ..Envelope::new("Placed", MessageKind::Event, Body::value(()))
     };
-    test.engine.submit(broken.clone()).await.unwrap();
+    // The caller learns that its message was not handled, and why.
+    let submitted = test.engine.submit(broken.clone()).await;
+    assert!(
+        matches!(&submitted, Err(Error::DeadLettered { id, reason })
+            if *id == broken.id && reason.starts_with("process `Order` could not decode")),
+        "{submitted:?}"
+    );
     test.engine.idle().await;
     let letters = test.engine.dead_letters().await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -384,24 +390,22 @@ async fn transient_store_errors_are_retried_and_nothing_is_lost() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_message_the_engine_published_is_kept_until_the_store_takes_its_dead_letter() {
-    // Enough failures that the commit's retries run out, and then the dead
-    // letter's for a while too. Nobody would send this message again, so
-    // the engine may not give it up.
+async fn a_store_that_keeps_failing_is_an_outage_and_dead_letters_nothing() {
+    // Four times the retry policy's attempts, with an error that trying
+    // again does not seem to cure: the store is out, the message is not at
+    // fault. The engine holds it until the store takes it.
     let store = Flaky::new(20, true);
     let engine =
         orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
-    let id = engine.publish(placed(15));
+    engine.publish(placed(15));
     engine.idle().await;
-    let letters = engine.dead_letters().await.unwrap();
-    assert_eq!(letters.len(), 1, "{letters:?}");
-    assert_eq!(letters[0].message_id(), id);
-    assert!(letters[0].reason.contains("the disk is full"), "{}", letters[0].reason);
-    // The store is back: replayed, the message creates its instance.
-    assert_eq!(engine.replay(&[letters[0].id]).await.unwrap(), 1);
-    engine.idle().await;
+    assert!(engine.dead_letters().await.unwrap().is_empty());
     let status = engine.instance::<Order>(&15).await.unwrap();
     assert!(matches!(status, Some(InstanceStatus::Running { .. })), "{status:?}");
+    let stats = engine.stats();
+    assert_eq!((stats.handled, stats.dead_lettered, stats.outages), (1, 0, 1), "{stats:?}");
+    assert!(stats.retried >= 20, "{stats:?}");
+    assert_eq!(stats.store_down_since, None);
 }
 
 #[tokio::test]

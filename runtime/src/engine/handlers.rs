@@ -14,6 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
@@ -34,7 +35,27 @@ type ErasedHandler = Arc<dyn Fn(Envelope, CommandContext) -> HandlerFuture + Sen
 pub(super) struct Handler {
     pub(super) name: &'static str,
     pub(super) kind: MessageKind,
+    options: HandlerOptions,
     run: ErasedHandler,
+}
+
+/// How the engine runs one command handler or subscriber:
+/// [`EngineBuilder::handle_with`](super::EngineBuilder::handle_with).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HandlerOptions {
+    /// How long one attempt may run before it counts as a failure (retried,
+    /// then dead-lettered, as any other); `None` takes the engine's
+    /// [`EngineBuilder::handler_timeout`](super::EngineBuilder::handler_timeout).
+    pub timeout: Option<Duration>,
+}
+
+impl HandlerOptions {
+    /// Gives up an attempt that runs longer than `timeout`.
+    pub fn timeout(mut self, timeout: Duration) -> HandlerOptions {
+        self.timeout = Some(timeout);
+        self
+    }
 }
 
 /// Given to a handler: the id of its message, and a way to publish the
@@ -56,7 +77,12 @@ struct Tracker {
 }
 
 impl Handler {
-    pub(super) fn new<M, F, Fut>(kind: MessageKind, name: &'static str, handler: F) -> Handler
+    pub(super) fn new<M, F, Fut>(
+        kind: MessageKind,
+        name: &'static str,
+        options: HandlerOptions,
+        handler: F,
+    ) -> Handler
     where
         M: DeserializeOwned + Clone + 'static,
         F: Fn(M, CommandContext) -> Fut + Send + Sync + 'static,
@@ -70,7 +96,7 @@ impl Handler {
                 handler(message, ctx).await
             })
         });
-        Handler { name, kind, run }
+        Handler { name, kind, options, run }
     }
 }
 
@@ -111,8 +137,9 @@ impl Shared {
                                     at: shared.clock.now(),
                                 };
                                 warn!(reason = %letter.reason, "dead-lettered");
+                                let reason = letter.reason.clone();
                                 shared.record_dead_letters(vec![letter]).await;
-                                ack.done();
+                                ack.dead_lettered(reason);
                                 break;
                             }
                             shared.counters.retried.fetch_add(1, Ordering::Relaxed);
@@ -143,10 +170,18 @@ impl Shared {
         let run =
             std::panic::catch_unwind(AssertUnwindSafe(|| (handler.run)(message.clone(), ctx)))
                 .map_err(|panic| format!("the handler panicked: {}", panic_message(&*panic)))?;
-        match CatchUnwind(run).await {
-            Ok(Ok(())) => {}
-            Ok(Err(error)) => return Err(error.to_string()),
-            Err(panic) => return Err(format!("the handler panicked: {panic}")),
+        // Only the handler's own run is timed: what it published waits for
+        // its receivers, whose store may be out for a while.
+        let timeout = handler.options.timeout.unwrap_or(self.config.handler_timeout);
+        match tokio::time::timeout(timeout, CatchUnwind(run)).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(error))) => return Err(error.to_string()),
+            Ok(Err(panic)) => return Err(format!("the handler panicked: {panic}")),
+            Err(_) => {
+                // Dropping the run cancels it at its next `.await`.
+                self.counters.timeouts.fetch_add(1, Ordering::Relaxed);
+                return Err(format!("the handler did not finish within {timeout:?}"));
+            }
         }
         tracker.wait().await
     }
@@ -189,7 +224,7 @@ impl CommandContext {
             move |error| {
                 on_failure.settle(Settled {
                     rejected: vec![crate::bus::Rejection { id, reason: error.to_string() }],
-                    unacknowledged: Vec::new(),
+                    ..Settled::default()
                 })
             },
         );

@@ -14,6 +14,7 @@
 //! is dropped. Nothing here holds a std lock across an `.await`.
 
 mod handlers;
+mod health;
 mod relay;
 mod timers;
 mod worker;
@@ -29,7 +30,7 @@ use std::time::Duration;
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tracing::{info, warn};
 
-pub use handlers::{CommandContext, HandlerError};
+pub use handlers::{CommandContext, HandlerError, HandlerOptions};
 
 use crate::bus::{
     Ack, Bus, BusError, InProcessBus, Receiver, Settle, SettleSink, Settled, Subscription,
@@ -43,6 +44,7 @@ use crate::store::{
     TimerRow,
 };
 use handlers::Handler;
+use health::Health;
 use relay::Pending;
 use timers::TimerIndex;
 use worker::Runner;
@@ -98,6 +100,23 @@ pub struct Stats {
     pub retried: u64,
     /// Messages and timers moved to the dead letters.
     pub dead_lettered: u64,
+    /// Instance writes that met a version other than the one they were
+    /// decided on (another engine wrote the instance first): each was
+    /// decided again on the stored instance, never dead-lettered.
+    pub conflicts: u64,
+    /// Events handed to this engine that none of its processes and
+    /// subscribers takes: each went to the dead letters with that reason.
+    pub unrouted: u64,
+    /// Handler attempts that ran past their timeout: each counts as a
+    /// failure of the handler, retried and then dead-lettered.
+    pub timeouts: u64,
+    /// Store outages since the engine started: times the store began
+    /// failing, counted once each however long it lasted.
+    pub outages: u64,
+    /// Not a count but a level: when the store began failing, while it
+    /// fails. The engine then takes no new work and tries what it holds
+    /// again until the store answers.
+    pub store_down_since: Option<Timestamp>,
     /// Not a count but a level: the running instances the workers keep in
     /// memory now, at most [`EngineBuilder::cache_capacity`] per process.
     pub cached: u64,
@@ -120,6 +139,10 @@ pub enum Error {
     Rejected { id: MessageId, reason: String },
     #[error("message {id} was not acknowledged by every receiver")]
     Unacknowledged { id: MessageId },
+    /// A receiver could not handle the message and recorded it in its dead
+    /// letters: it is not lost, and can be replayed from there.
+    #[error("message {id} went to the dead letters: {reason}")]
+    DeadLettered { id: MessageId, reason: String },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -129,6 +152,8 @@ struct Config {
     cache_capacity: usize,
     retry: RetryPolicy,
     retention: Option<Duration>,
+    /// How long a handler's attempt may run, unless its options say otherwise.
+    handler_timeout: Duration,
 }
 
 pub(crate) struct Shared {
@@ -148,6 +173,8 @@ pub(crate) struct Shared {
     in_flight: AtomicUsize,
     idle: Notify,
     counters: Counters,
+    /// Whether the store answers; while it does not, the engine holds new work.
+    health: Health,
     relay: mpsc::UnboundedSender<Vec<Pending>>,
     timers: Mutex<TimerIndex>,
     timers_changed: Arc<Notify>,
@@ -176,6 +203,9 @@ struct Counters {
     commands_delivered: AtomicU64,
     retried: AtomicU64,
     dead_lettered: AtomicU64,
+    conflicts: AtomicU64,
+    unrouted: AtomicU64,
+    timeouts: AtomicU64,
     /// A level, not a count: what the workers' caches hold.
     cached: AtomicU64,
 }
@@ -212,6 +242,7 @@ impl Engine {
                 cache_capacity: 1_000_000,
                 retry: RetryPolicy::default(),
                 retention: Some(Duration::from_secs(7 * 24 * 60 * 60)),
+                handler_timeout: Duration::from_secs(30),
             },
         }
     }
@@ -237,7 +268,10 @@ impl Engine {
     }
 
     /// Publishes an envelope through the bus and resolves once every
-    /// receiver has settled it: `Ok` when all of them handled it durably.
+    /// receiver has settled it: `Ok` when all of them handled it durably,
+    /// [`Error::DeadLettered`] when one could not and recorded it in its
+    /// dead letters, [`Error::Unacknowledged`] when one gave it back (its
+    /// store is out, for one: submit it again later).
     /// The message is handed to the bus when this is called, not when the
     /// future is first polled, so calls keep their order.
     pub fn submit(&self, envelope: Envelope) -> impl Future<Output = Result<(), Error>> + Send {
@@ -265,6 +299,9 @@ impl Engine {
             }
             if !settled.unacknowledged.is_empty() {
                 return Err(Error::Unacknowledged { id });
+            }
+            if let Some(letter) = settled.dead_lettered.into_iter().next() {
+                return Err(Error::DeadLettered { id, reason: letter.reason });
             }
             Ok(())
         }
@@ -372,6 +409,11 @@ impl Engine {
             commands_delivered: get(&c.commands_delivered),
             retried: get(&c.retried),
             dead_lettered: get(&c.dead_lettered),
+            conflicts: get(&c.conflicts),
+            unrouted: get(&c.unrouted),
+            timeouts: get(&c.timeouts),
+            outages: self.shared.health.outages(),
+            store_down_since: self.shared.health.down_since(),
             cached: get(&c.cached),
         }
     }
@@ -416,7 +458,20 @@ impl EngineBuilder {
     /// again by the retry policy, then its command goes to the dead letters.
     /// Delivery is at least once: the same command (with the same id) can
     /// arrive again after a crash, so handlers drop what they have seen.
-    pub fn handle<C, F, Fut>(mut self, handler: F) -> Self
+    /// An attempt that runs past the engine's
+    /// [`handler_timeout`](EngineBuilder::handler_timeout) is a failure.
+    pub fn handle<C, F, Fut>(self, handler: F) -> Self
+    where
+        C: Command,
+        F: Fn(C, CommandContext) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
+    {
+        self.handle_with(HandlerOptions::default(), handler)
+    }
+
+    /// [`handle`](EngineBuilder::handle), with options of its own: a
+    /// timeout other than the engine's.
+    pub fn handle_with<C, F, Fut>(mut self, options: HandlerOptions, handler: F) -> Self
     where
         C: Command,
         F: Fn(C, CommandContext) -> Fut + Send + Sync + 'static,
@@ -426,6 +481,7 @@ impl EngineBuilder {
         self.handlers.push(Arc::new(Handler::new::<C, F, Fut>(
             MessageKind::Command,
             C::NAME,
+            options,
             handler,
         )));
         self
@@ -443,6 +499,7 @@ impl EngineBuilder {
         self.handlers.push(Arc::new(Handler::new::<E, F, Fut>(
             MessageKind::Event,
             E::NAME,
+            HandlerOptions::default(),
             subscriber,
         )));
         self
@@ -475,6 +532,17 @@ impl EngineBuilder {
 
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.config.retry = RetryPolicy { attempts: policy.attempts.max(1), ..policy };
+        self
+    }
+
+    /// How long one attempt of a command handler or subscriber may run
+    /// before it counts as a failure (default: 30 seconds): a handler that
+    /// hangs is given up, tried again by the retry policy, then
+    /// dead-lettered, so that it holds back neither its instance's later
+    /// commands nor [`Engine::idle`]. A handler's own
+    /// [`HandlerOptions::timeout`] overrides it.
+    pub fn handler_timeout(mut self, timeout: Duration) -> Self {
+        self.config.handler_timeout = timeout;
         self
     }
 
@@ -546,6 +614,7 @@ impl EngineBuilder {
             in_flight: AtomicUsize::new(1),
             idle: Notify::new(),
             counters: Counters::default(),
+            health: Health::default(),
             relay: relay_sender,
             timers: Mutex::new(TimerIndex::default()),
             timers_changed: Arc::new(Notify::new()),
@@ -626,7 +695,7 @@ impl SettleSink for Detached {
             return;
         }
         if let Some(shared) = engine(number) {
-            shared.dead_letter_unsettled(vec![message], settled);
+            shared.detached_settled(message, settled, 0);
         }
     }
 }
@@ -638,9 +707,21 @@ struct Inlet(Weak<Shared>);
 impl Receiver for Inlet {
     fn receive(&self, message: Envelope, ack: Ack) {
         // An engine that is gone drops the ack, which asks for a redelivery.
-        if let Some(shared) = self.0.upgrade() {
-            shared.receive(message, ack);
+        let Some(shared) = self.0.upgrade() else { return };
+        if shared.health.is_down() {
+            // Back-pressure: while the store fails, what another publisher
+            // waits for is given back, to be sent again once it answers.
+            // What this engine published itself nobody would send again:
+            // it is queued, and tried with the rest once the store answers.
+            let Some(theirs) = ack.unless_only(shared.number) else {
+                let ack = Ack::detached(message.id);
+                shared.receive(message, ack);
+                return;
+            };
+            drop(theirs);
+            return;
         }
+        shared.receive(message, ack);
     }
 }
 
@@ -658,10 +739,11 @@ impl Shared {
                 let name = message.name.as_ref();
                 let processes = self.by_event.get(name).map_or(&[][..], |p| p);
                 let subscribers = self.subscribers.get(name).map_or(&[][..], |s| s);
-                if let ([index], []) = (processes, subscribers) {
+                match (processes, subscribers) {
                     // The common case: one process takes the event.
-                    self.processes[*index].route(self, message, ack);
-                    return;
+                    ([index], []) => return self.processes[*index].route(self, message, ack),
+                    ([], []) => return self.unrouted(message, ack),
+                    _ => {}
                 }
                 let mut acks = ack.split(processes.len() + subscribers.len()).into_iter();
                 for (&index, ack) in processes.iter().zip(acks.by_ref()) {
@@ -679,6 +761,17 @@ impl Shared {
                 }
             },
         }
+    }
+
+    /// An event handed to this engine that none of its processes and
+    /// subscribers takes: it was meant for this engine (a bus delivers only
+    /// what an engine subscribed to), so a name nobody knows is a mistake
+    /// to see, not a fact to drop. It goes to the dead letters.
+    fn unrouted(self: &Arc<Self>, message: Envelope, ack: Ack) {
+        self.counters.unrouted.fetch_add(1, Ordering::Relaxed);
+        let reason =
+            format!("no process or subscriber of this engine takes event `{}`", message.name);
+        self.dead_letter(Letter::Message(message), None, reason, Some(ack));
     }
 
     /// Publishes an event on the engine's own bus (see
@@ -743,38 +836,49 @@ impl Shared {
         }
     }
 
-    fn dead_letter_unsettled(self: &Arc<Self>, messages: Vec<Envelope>, settled: Settled) {
-        let now = self.clock.now();
-        let mut letters = Vec::new();
-        for message in messages {
-            let reason = if let Some(r) = settled.rejected.iter().find(|r| r.id == message.id) {
-                r.reason.clone()
-            } else if settled.unacknowledged.contains(&message.id) {
-                "a receiver did not acknowledge it".to_owned()
-            } else {
-                continue;
-            };
-            warn!(message = %message.name, id = %message.id, %reason, "dead-lettered");
-            letters.push(NewDeadLetter {
-                letter: Letter::Message(message),
-                process: None,
-                reason,
-                at: now,
-            });
+    /// What became of a message published from outside any process, after
+    /// `failures` publishes of it that were not acknowledged: one a receiver
+    /// refused goes to the dead letters; one it did not acknowledge (it is
+    /// busy, or its store is out) is published again after a wait, since
+    /// nobody else would.
+    fn detached_settled(self: &Arc<Self>, message: Envelope, settled: Settled, failures: u32) {
+        if let Some(rejection) = settled.rejected.into_iter().next() {
+            self.dead_letter(Letter::Message(message), None, rejection.reason, None);
+        } else if !settled.unacknowledged.is_empty() {
+            self.publish_again(message, failures + 1);
         }
-        if letters.is_empty() {
-            return;
-        }
+    }
+
+    /// Publishes a message from outside any process again, after the wait
+    /// that follows its `failures`-th unacknowledged publish. It counts as
+    /// work in flight until it is handed to the bus.
+    fn publish_again(self: &Arc<Self>, message: Envelope, failures: u32) {
+        self.counters.retried.fetch_add(1, Ordering::Relaxed);
         self.start(1);
-        let shared = self.clone();
+        let (weak, wait) = (Arc::downgrade(self), self.config.retry.backoff(failures));
         spawn(Box::pin(async move {
-            shared.record_dead_letters(letters).await;
+            tokio::time::sleep(wait).await;
+            let Some(shared) = weak.upgrade() else { return };
+            let (number, on_failure) = (shared.number, message.clone());
+            let resent = message.clone();
+            let settle = Settle::new(move |settled| {
+                if let Some(shared) = engine(number) {
+                    shared.detached_settled(resent, settled, failures);
+                }
+            });
+            shared.hand_off(message, settle, move |error| {
+                if let Some(shared) = engine(number) {
+                    let reason = format!("the bus did not take it: {error}");
+                    shared.dead_letter(Letter::Message(on_failure), None, reason, None);
+                }
+            });
             shared.finish(1);
         }));
     }
 
-    /// Records one dead letter, then settles its ack: the message is handled
-    /// in the sense that matters, it is not lost.
+    /// Records one dead letter, then settles its ack as dead-lettered: the
+    /// message is not lost, and is not sent again, and whoever waits for it
+    /// learns why it was not handled.
     fn dead_letter(
         self: &Arc<Self>,
         letter: Letter,
@@ -792,9 +896,10 @@ impl Shared {
         self.start(1);
         let shared = self.clone();
         spawn(Box::pin(async move {
+            let reason = letter.reason.clone();
             shared.record_dead_letters(vec![letter]).await;
             if let Some(ack) = ack {
-                ack.done();
+                ack.dead_lettered(reason);
             }
             shared.finish(1);
         }));
@@ -821,14 +926,32 @@ impl Shared {
         let mut failures = 0;
         loop {
             match call().await {
-                Ok(value) => return value,
+                Ok(value) => {
+                    self.store_answered();
+                    return value;
+                }
                 Err(error) => {
                     failures += 1;
-                    self.counters.retried.fetch_add(1, Ordering::Relaxed);
+                    self.store_failed(what, &error);
                     warn!(%error, failures, "could not {what}; trying again");
                     tokio::time::sleep(self.config.retry.backoff(failures)).await;
                 }
             }
+        }
+    }
+
+    /// Records a failed store call: counted as a retry, and the start of an
+    /// outage unless one is on.
+    fn store_failed(&self, what: &str, error: &StoreError) {
+        self.counters.retried.fetch_add(1, Ordering::Relaxed);
+        self.health.failed(self.clock.now(), what, error);
+    }
+
+    /// Records a store call that succeeded: an outage on ends, and the
+    /// timers it held back are looked at again.
+    fn store_answered(&self) {
+        if self.health.answered(self.clock.now()) {
+            self.timers_changed.notify_one();
         }
     }
 
@@ -882,8 +1005,13 @@ impl Shared {
         self.timers_changed.notify_one();
     }
 
-    /// Hands every timer due by now to the worker of its instance.
+    /// Hands every timer due by now to the worker of its instance. While
+    /// the store fails, due timers stay in the index: they fire once it
+    /// answers (which wakes the timer task).
     fn fire_due(self: &Arc<Self>) {
+        if self.health.is_down() {
+            return;
+        }
         let now = self.clock.now();
         let due = lock(&self.timers).pop_due(now);
         for timer in due {

@@ -145,6 +145,9 @@ pub(super) async fn run(weak: Weak<Shared>, mut rows: mpsc::UnboundedReceiver<Ve
             continue;
         }
         let Some(shared) = weak.upgrade() else { return };
+        // While the store fails, what the relay sends would only be given
+        // back by receivers on it, and could not be marked sent: it waits.
+        shared.health.wait_up().await;
         send(&shared, batch, &settled_sender).await;
     }
 }

@@ -30,7 +30,7 @@ use crate::message::{Body, Envelope, MessageId, MessageKind, Timestamp};
 use crate::process::{Context, Outcome, Outgoing, Process, TimerOp};
 use crate::store::{
     Batch, CommitOutcome, Inbox, InstanceRecord, InstanceWrite, Letter, NewDeadLetter, Slot,
-    TimerChange, TimerRow,
+    StoreError, TimerChange, TimerRow,
 };
 
 /// A process with its type erased, as the engine holds it.
@@ -220,7 +220,10 @@ struct Group {
     loaded: bool,
     /// Message ids the store says were handled already.
     duplicates: Vec<MessageId>,
+    /// Writes the store refused for a reason of their own.
     failures: u32,
+    /// Writes in a row that met another version than they were decided on.
+    conflicts: u32,
     /// Set when the messages cannot be handled: they go to the dead letters.
     doomed: Option<String>,
 }
@@ -391,6 +394,14 @@ async fn work<P: Process>(
 
 /// Decides and commits a batch, deciding again the instances whose commit
 /// did not apply, until every message is settled.
+///
+/// A commit the store fails as a whole is an outage, whatever the error:
+/// no message of the batch is at fault, so the batch is decided and tried
+/// again, with backoff, for as long as the outage lasts, and nothing goes
+/// to the dead letters for it. Only a write the store refuses for a reason
+/// of its own ([`CommitOutcome::Failed`]) is, after the retry policy's
+/// attempts. A conflict is decided again on the stored instance, for as
+/// long as it takes.
 async fn handle_batch<P: Process>(
     shared: &Shared,
     runner: &ProcessRunner<P>,
@@ -402,145 +413,192 @@ async fn handle_batch<P: Process>(
     let mut groups = std::mem::take(&mut scratch.groups);
     let mut again = std::mem::take(&mut scratch.again);
     let mut plans = std::mem::take(&mut scratch.plans);
-    let batch = &mut scratch.batch;
-    let done = &mut scratch.done;
     group(jobs, &mut groups, &mut scratch.by_key);
-    // Added to the engine's counters once per round: the two workers
-    // adding to them for every message would pass their cache line back and
-    // forth.
-    let mut totals = Counts::default();
-    let mut transient = 0;
-    let mut failures = 0;
+    // Failed commits in a row: the backoff of the outage.
+    let mut outage = 0;
     while !groups.is_empty() {
         load(shared, cache, jobs, &mut groups).await;
         // One reading of the clock for the round: the time inbox rows,
         // completions and dead letters are stamped with.
         let now = shared.clock.now();
-        plans.clear();
-        batch.instances.clear();
-        batch.dead_letters.clear();
-        // Writes are large and most groups write: growing the list one
-        // doubling at a time would copy them over and over.
-        batch.instances.reserve(groups.len());
-        for group in &groups {
-            let cached = cache.get_mut(group.hash, jobs.key(group));
-            let plan = plan(now, runner, states, cached, group, jobs, &mut batch.instances);
-            batch.dead_letters.extend(plan.dead.iter().map(|(_, letter)| letter.clone()));
-            plans.push(plan);
-        }
-        let dead_letters = batch.dead_letters.len() as u64;
-        let committed = (
-            batch.instances.len(),
-            batch.instances.iter().map(|w| w.outbox.len()).sum::<usize>(),
-            batch.instances.iter().map(|w| w.timers.len()).sum::<usize>(),
-        );
-        let result = if batch.instances.is_empty() && batch.dead_letters.is_empty() {
-            Ok(Vec::new())
-        } else {
-            shared.store.commit(batch).await
-        };
-        if result.is_ok() && committed.0 > 0 {
-            // Under its own target, so that a program can show the outbox at
-            // work without the rest of the engine's debugging.
-            info!(
-                target: "switchyard::outbox",
-                "commit: {} instance(s), their inbox rows, {} outbox row(s), {} timer change(s), in one transaction",
-                committed.0, committed.1, committed.2
-            );
-        }
-        let outcomes = match result {
+        decide(now, runner, states, cache, jobs, &groups, &mut plans, &mut scratch.batch);
+        let outcomes = match commit(shared, &mut scratch.batch).await {
             Ok(outcomes) => outcomes,
+            Err(StoreError::Closed) => {
+                // The store is gone for good: the acks, dropped with the
+                // jobs, ask for the messages again; timers stay stored.
+                warn!("the store has shut down; leaving the batch to be delivered again");
+                break;
+            }
             Err(error) => {
-                shared.counters.retried.fetch_add(1, Ordering::Relaxed);
-                if error.is_transient() {
-                    transient += 1;
-                    warn!(%error, failures = transient, "the store is unavailable; trying the batch again");
-                    tokio::time::sleep(shared.config.retry.backoff(transient)).await;
-                    continue;
-                }
-                failures += 1;
-                warn!(%error, failures, "the store failed the batch");
-                if failures >= shared.config.retry.attempts {
-                    if groups.iter().all(|g| g.doomed.is_some()) {
-                        // Not even the dead letters can be written. Give the
-                        // messages back: their acks, dropped, ask for them
-                        // again. A message nobody would send again (this
-                        // engine published it) cannot be given back: then
-                        // keep trying until the store takes the dead letters.
-                        if jobs.all_redeliverable() {
-                            tracing::error!(%error, "cannot record dead letters; leaving the messages to be redelivered");
-                            return;
-                        }
-                        tracing::error!(%error, failures, "cannot record dead letters; trying again");
-                        tokio::time::sleep(shared.config.retry.backoff(failures)).await;
-                        continue;
-                    }
-                    for group in &mut groups {
-                        group.doomed.get_or_insert_with(|| format!("the store failed: {error}"));
-                    }
-                } else {
-                    tokio::time::sleep(shared.config.retry.backoff(failures)).await;
-                }
+                outage += 1;
+                shared.store_failed("commit a batch", &error);
+                debug!(%error, failures = outage, "the store failed the batch; trying it again");
+                tokio::time::sleep(shared.config.retry.backoff(outage)).await;
                 continue;
             }
         };
-        shared.counters.dead_lettered.fetch_add(dead_letters, Ordering::Relaxed);
-        let mut outcomes = outcomes.into_iter();
-        done.clear();
-        for (mut group, plan) in groups.drain(..).zip(plans.drain(..)) {
-            let outcome = if plan.writes { outcomes.next() } else { None };
-            // Dead letters were committed with the batch, whatever became of
-            // the instance: those messages are settled.
-            for (index, _) in &plan.dead {
-                jobs.settle(*index);
-            }
-            match outcome {
-                None | Some(CommitOutcome::Committed { .. }) => {
-                    let committed = match outcome {
-                        Some(CommitOutcome::Committed { outbox, slot }) => {
-                            Committed { sequences: outbox, slot }
-                        }
-                        _ => Committed { sequences: Vec::new(), slot: None },
-                    };
-                    totals.merge(&plan.counts);
-                    apply(shared, runner, cache, plan, committed, group.hash, jobs.key(&group));
-                    done.push(group.first);
-                }
-                Some(CommitOutcome::Duplicate(ids)) => {
-                    group.duplicates.extend(ids);
-                    group.loaded = false;
-                    again.push(group);
-                }
-                Some(CommitOutcome::Conflict) => {
-                    cache.remove(group.hash, jobs.key(&group));
-                    group.loaded = false;
-                    group.failures += 1;
-                    if group.failures >= shared.config.retry.attempts {
-                        group.doomed =
-                            Some(format!("its version kept moving ({} conflicts)", group.failures));
-                    }
-                    again.push(group);
-                }
-                Some(CommitOutcome::Failed(reason)) => {
-                    group.failures += 1;
-                    shared.counters.retried.fetch_add(1, Ordering::Relaxed);
-                    if group.failures >= shared.config.retry.attempts {
-                        group.doomed = Some(format!("its commit kept failing: {reason}"));
-                    }
-                    again.push(group);
-                }
-            }
-        }
-        // The counters first, then the acks: whoever waits on an ack sees
-        // the counters that include its message.
-        totals.add_to(shared);
-        totals = Counts::default();
-        for &first in done.iter() {
-            jobs.settle_group(first);
-        }
+        outage = 0;
+        shared.store_answered();
+        let round = Round { groups: &mut groups, plans: &mut plans, again: &mut again };
+        let conflicts = settle(shared, runner, cache, jobs, round, outcomes, &mut scratch.done);
         std::mem::swap(&mut groups, &mut again);
+        if conflicts > CONFLICTS_BEFORE_BACKOFF {
+            // Another engine keeps writing this instance first: let it
+            // finish before deciding again.
+            let wait = shared.config.retry.backoff(conflicts - CONFLICTS_BEFORE_BACKOFF);
+            tokio::time::sleep(wait).await;
+        }
     }
+    groups.clear();
+    again.clear();
     (scratch.groups, scratch.again, scratch.plans) = (groups, again, plans);
+}
+
+/// Conflicts in a row an instance is decided again at once after; past
+/// them, its worker waits before deciding again.
+const CONFLICTS_BEFORE_BACKOFF: u32 = 2;
+
+/// Plans every group of the round on what the cache holds, filling the
+/// store batch with their writes and dead letters.
+#[allow(clippy::too_many_arguments)]
+fn decide<P: Process>(
+    now: Timestamp,
+    runner: &ProcessRunner<P>,
+    states: &mut States<P>,
+    cache: &mut Cache<P>,
+    jobs: &Jobs<P>,
+    groups: &[Group],
+    plans: &mut Vec<Plan<P>>,
+    batch: &mut Batch,
+) {
+    plans.clear();
+    batch.instances.clear();
+    batch.dead_letters.clear();
+    // Writes are large and most groups write: growing the list one
+    // doubling at a time would copy them over and over.
+    batch.instances.reserve(groups.len());
+    for group in groups {
+        let cached = cache.get_mut(group.hash, jobs.key(group));
+        let plan = plan(now, runner, states, cached, group, jobs, &mut batch.instances);
+        batch.dead_letters.extend(plan.dead.iter().map(|(_, letter)| letter.clone()));
+        plans.push(plan);
+    }
+}
+
+/// Commits the round's batch, if it holds anything, and counts its dead
+/// letters once they are stored.
+async fn commit(shared: &Shared, batch: &mut Batch) -> Result<Vec<CommitOutcome>, StoreError> {
+    if batch.instances.is_empty() && batch.dead_letters.is_empty() {
+        return Ok(Vec::new());
+    }
+    let dead_letters = batch.dead_letters.len() as u64;
+    let committed = (
+        batch.instances.len(),
+        batch.instances.iter().map(|w| w.outbox.len()).sum::<usize>(),
+        batch.instances.iter().map(|w| w.timers.len()).sum::<usize>(),
+    );
+    let outcomes = shared.store.commit(batch).await?;
+    shared.counters.dead_lettered.fetch_add(dead_letters, Ordering::Relaxed);
+    if committed.0 > 0 {
+        // Under its own target, so that a program can show the outbox at
+        // work without the rest of the engine's debugging.
+        info!(
+            target: "switchyard::outbox",
+            "commit: {} instance(s), their inbox rows, {} outbox row(s), {} timer change(s), in one transaction",
+            committed.0, committed.1, committed.2
+        );
+    }
+    Ok(outcomes)
+}
+
+/// The lists of one round: its groups and their plans, drained as they
+/// settle, and the groups to decide again.
+struct Round<'a, P: Process> {
+    groups: &'a mut Vec<Group>,
+    plans: &'a mut Vec<Plan<P>>,
+    again: &'a mut Vec<Group>,
+}
+
+/// After a commit: applies what was committed, settles its messages and
+/// those that went to the dead letters, and puts the groups whose write
+/// did not apply in `again`. Returns the most conflicts in a row of a
+/// group that goes again.
+fn settle<P: Process>(
+    shared: &Shared,
+    runner: &ProcessRunner<P>,
+    cache: &mut Cache<P>,
+    jobs: &mut Jobs<P>,
+    round: Round<'_, P>,
+    outcomes: Vec<CommitOutcome>,
+    done: &mut Vec<usize>,
+) -> u32 {
+    // Added to the engine's counters once per round: the two workers
+    // adding to them for every message would pass their cache line back and
+    // forth.
+    let mut totals = Counts::default();
+    let mut conflicts = 0;
+    let mut outcomes = outcomes.into_iter();
+    done.clear();
+    for (mut group, plan) in round.groups.drain(..).zip(round.plans.drain(..)) {
+        let outcome = if plan.writes { outcomes.next() } else { None };
+        // Dead letters were committed with the batch, whatever became of
+        // the instance: those messages are settled.
+        for (index, letter) in &plan.dead {
+            jobs.settle(*index, Some(&letter.reason));
+        }
+        let (sequences, slot) = match outcome {
+            None => (Vec::new(), None),
+            Some(CommitOutcome::Committed { outbox, slot }) => (outbox, slot),
+            Some(CommitOutcome::Duplicate(ids)) => {
+                group.duplicates.extend(ids);
+                group.loaded = false;
+                round.again.push(group);
+                continue;
+            }
+            Some(CommitOutcome::Conflict) => {
+                cache.remove(group.hash, jobs.key(&group));
+                group.loaded = false;
+                group.conflicts += 1;
+                conflicts = conflicts.max(group.conflicts);
+                shared.counters.conflicts.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    conflicts = group.conflicts,
+                    "{}: the instance's version moved; deciding again",
+                    P::NAME
+                );
+                round.again.push(group);
+                continue;
+            }
+            Some(CommitOutcome::Failed(reason)) => {
+                group.failures += 1;
+                shared.counters.retried.fetch_add(1, Ordering::Relaxed);
+                if group.failures >= shared.config.retry.attempts {
+                    group.doomed = Some(format!("its commit kept failing: {reason}"));
+                }
+                round.again.push(group);
+                continue;
+            }
+        };
+        totals.merge(&plan.counts);
+        apply(
+            shared,
+            runner,
+            cache,
+            plan,
+            Committed { sequences, slot },
+            group.hash,
+            jobs.key(&group),
+        );
+        done.push(group.first);
+    }
+    // The counters first, then the acks: whoever waits on an ack sees
+    // the counters that include its message.
+    totals.add_to(shared);
+    for &first in done.iter() {
+        jobs.settle_group(first);
+    }
+    conflicts
 }
 
 /// Groups a batch by instance, chaining each one's jobs in arrival order.
@@ -571,6 +629,7 @@ fn group<P: Process>(jobs: &mut Jobs<P>, groups: &mut Vec<Group>, by_key: &mut H
                     loaded: false,
                     duplicates: Vec::new(),
                     failures: 0,
+                    conflicts: 0,
                     doomed: None,
                 });
             }
@@ -599,35 +658,29 @@ impl<P: Process> Jobs<P> {
         })
     }
 
-    /// Whether every message of the batch not yet settled would be sent
-    /// again if its ack were dropped. Timers are: they stay in the store.
-    fn all_redeliverable(&self) -> bool {
-        self.queued.iter().zip(&self.links).all(|(queued, link)| {
-            link.settled
-                || !matches!(&queued.job, Job::Input { delivery, .. }
-                    if delivery.as_ref().is_none_or(|delivery| delivery.ack.is_none()))
-        })
-    }
-
     /// Acknowledges every job of the group that starts at `first`.
     fn settle_group(&mut self, first: usize) {
         let mut at = first;
         while at != END {
             let next = self.links[at].next;
-            self.settle(at);
+            self.settle(at, None);
             at = next;
         }
     }
 
-    /// Acknowledges the job at `index`, once, leaving it in place.
-    fn settle(&mut self, index: usize) {
+    /// Acknowledges the job at `index`, once, leaving it in place: as
+    /// handled, or as dead-lettered for `dead`.
+    fn settle(&mut self, index: usize, dead: Option<&str>) {
         if std::mem::replace(&mut self.links[index].settled, true) {
             return;
         }
         if let Job::Input { delivery: Some(delivery), .. } = &mut self.queued[index].job
             && let Some(ack) = delivery.ack.take()
         {
-            ack.done();
+            match dead {
+                Some(reason) => ack.dead_lettered(reason),
+                None => ack.done(),
+            }
         }
     }
 }
@@ -836,6 +889,12 @@ fn plan<P: Process>(
             } else {
                 debug!("{}[{:?}] {name} ignored in {state:?}", P::NAME, key);
                 plan.counts.ignored += 1;
+                // Recorded as any input the instance took: redelivered
+                // after the instance has moved on to a state that handles
+                // it, it is a duplicate, not a new input.
+                if !matches!(job, Job::Timer { .. }) {
+                    inbox.push(id);
+                }
             }
             continue;
         }

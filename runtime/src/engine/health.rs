@@ -1,0 +1,120 @@
+//! Whether the store answers: an outage is the time between a store call
+//! that failed and the next one that succeeded.
+//!
+//! A store that cannot write (read-only, disk full, gone) is an outage, not
+//! a fault of the messages in flight: the engine tries their batches again,
+//! with backoff, for as long as it lasts, and dead-letters nothing for it.
+//! Meanwhile it takes no new work: deliveries from a bus are given back
+//! unacknowledged (the bus sends them again later), due timers stay in the
+//! index, and the relay holds its rows. [`Health`] is where the workers,
+//! the relay and the timer task learn of it and wait for its end.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::message::Timestamp;
+use crate::store::StoreError;
+
+/// The store's health as the engine sees it.
+#[derive(Debug)]
+pub(super) struct Health {
+    /// Set while the store is failing: read on every delivery, so an atomic.
+    down: AtomicBool,
+    /// When the current outage began.
+    since: Mutex<Option<Timestamp>>,
+    /// Outages begun since the engine started.
+    outages: AtomicU64,
+    /// `true` while the store answers; waited on by what holds back.
+    up: watch::Sender<bool>,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            down: AtomicBool::new(false),
+            since: Mutex::new(None),
+            outages: AtomicU64::new(0),
+            up: watch::Sender::new(true),
+        }
+    }
+}
+
+impl Health {
+    /// Whether the store is failing now.
+    pub(super) fn is_down(&self) -> bool {
+        self.down.load(Ordering::Acquire)
+    }
+
+    /// When the current outage began, if the store is failing now.
+    pub(super) fn down_since(&self) -> Option<Timestamp> {
+        *super::lock(&self.since)
+    }
+
+    pub(super) fn outages(&self) -> u64 {
+        self.outages.load(Ordering::Relaxed)
+    }
+
+    /// A store call failed at `now`: begins an outage unless one is on.
+    /// Returns whether this call began it.
+    pub(super) fn failed(&self, now: Timestamp, what: &str, error: &StoreError) -> bool {
+        let mut since = super::lock(&self.since);
+        if since.is_some() {
+            return false;
+        }
+        *since = Some(now);
+        self.down.store(true, Ordering::Release);
+        self.outages.fetch_add(1, Ordering::Relaxed);
+        self.up.send_replace(false);
+        warn!(%error, "the store failed to {what}: holding new work and trying again until it answers");
+        true
+    }
+
+    /// A store call succeeded at `now`: ends the outage, if one is on.
+    /// Returns whether it ended one.
+    pub(super) fn answered(&self, now: Timestamp) -> bool {
+        if !self.is_down() {
+            return false;
+        }
+        let Some(began) = super::lock(&self.since).take() else { return false };
+        self.down.store(false, Ordering::Release);
+        self.up.send_replace(true);
+        let lasted = now.0.saturating_sub(began.0);
+        info!(lasted_ms = lasted, "the store answers again after {lasted} ms: taking new work");
+        true
+    }
+
+    /// Waits until the store answers.
+    pub(super) async fn wait_up(&self) {
+        let mut up = self.up.subscribe();
+        // The sender lives in `self`, which outlives this wait.
+        let _ = up.wait_for(|up| *up).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn an_outage_runs_from_the_first_failure_to_the_next_answer() {
+        let health = Health::default();
+        let error = || StoreError::Failed("read-only".into());
+        assert!(!health.answered(Timestamp(1)));
+        assert!(health.failed(Timestamp(10), "commit", &error()));
+        assert!(!health.failed(Timestamp(20), "commit", &error()));
+        assert_eq!((health.is_down(), health.down_since()), (true, Some(Timestamp(10))));
+        let waiting = tokio::spawn({
+            let up = health.up.subscribe();
+            async move {
+                let mut up = up;
+                up.wait_for(|up| *up).await.is_ok()
+            }
+        });
+        assert!(health.answered(Timestamp(30)));
+        assert!(waiting.await.unwrap());
+        assert_eq!((health.is_down(), health.down_since(), health.outages()), (false, None, 1));
+    }
+}
