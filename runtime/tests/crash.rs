@@ -2,270 +2,420 @@
 //! kills it with SIGKILL at random moments while the event stream flows,
 //! starts it again each time, lets the last run finish, and then proves
 //! that every expected command was delivered at least once and always with
-//! the same id, that no input changed an instance twice, and that no timer
-//! was lost (and no cancelled one fired).
+//! the same id, that no input changed an instance twice, that no timer was
+//! lost (and no cancelled one fired), and that the file is sound and holds
+//! nothing left to send.
 //!
 //! The stream grows run by run, as a real one does, and each run resends it
 //! from the start. Most kills come once the delivery log has grown by a
 //! random number of lines, so that they land while messages flow; the
 //! others after a random delay, and some while the timers fire at the end.
 //! The moments come from a seed printed at the start; set
-//! `SWITCHYARD_CRASH_SEED` to run the same ones again.
+//! `SWITCHYARD_CRASH_SEED` to run the same ones again. The sizes are CI's
+//! unless `SWITCHYARD_CRASH_ACCOUNTS`, `_DEPOSITS`, `_ROUNDS` or
+//! `_FINAL_KILLS` say otherwise, as the soak run (`scripts/soak-crash`)
+//! does. The test prints a report of what it found before it asserts, so
+//! that a failing run still says all of it.
 
 #[path = "crash/account.rs"]
 mod account;
+#[path = "crash/delivery_log.rs"]
+mod delivery_log;
+#[path = "crash/findings.rs"]
+mod findings;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::env::VarError;
+use std::fmt;
+use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use account::*;
-use switchyard_runtime::Process as _;
-
-const ACCOUNTS: u32 = 500;
-const DEPOSITS: u32 = 6;
-/// Runs killed while the stream grows.
-const ROUNDS: usize = 40;
-/// Runs killed while the timers fire at the end.
-const FINAL_KILLS: usize = 8;
+use findings::{Count, Deliveries, Store};
 
 #[test]
 fn killed_at_random_moments_the_engine_loses_and_repeats_nothing() {
+    // A bad setting stops the test here, with nothing but its message.
+    let (sizes, seed) = settings().unwrap_or_else(|error| panic!("{error}"));
     let dir =
         PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("crash-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    let db = dir.join("engine.db");
-    let log = dir.join("deliveries.log");
-    let seed = std::env::var("SWITCHYARD_CRASH_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap_or_default();
-            now.as_nanos() as u64 ^ u64::from(std::process::id()) << 20
-        });
+    let files = Files { db: dir.join("engine.db"), log: dir.join("deliveries.log") };
     println!("crash test seed: {seed} (set SWITCHYARD_CRASH_SEED={seed} to repeat it)");
-    let mut random = Random(seed | 1);
 
     let started = Instant::now();
-    let total = (ACCOUNTS * (DEPOSITS + 1)) as usize;
-    let mut killed = 0;
-    let mut sent = 0;
-    for round in 0..ROUNDS {
-        let prefix = total * (round + 1) / ROUNDS;
-        // The deposits among the new events: each is a Record to deliver.
-        let records = (sent.max(ACCOUNTS as usize)..prefix.max(ACCOUNTS as usize)).len();
-        sent = prefix;
-        let lines = line_count(&log);
-        let child = spawn(&db, &log, prefix, false);
-        let kill = if records == 0 || random.below(4) == 0 {
-            Kill::After(Duration::from_millis(
-                1 + random.below(if records == 0 { 40 } else { 300 }),
-            ))
-        } else {
-            // Within the first half of this round's deliveries.
-            Kill::AtLines(lines + 1 + random.below((records as u64 / 2).max(1)) as usize)
-        };
-        killed += usize::from(run_until(child, kill, &log));
-    }
-    for _ in 0..FINAL_KILLS {
-        let lines = line_count(&log);
-        let reports = reported(&log);
-        let child = spawn(&db, &log, total, true);
-        let kill = if reports < ACCOUNTS as usize {
-            // While the Close timers fire and their Reports go out.
-            let left = (ACCOUNTS as usize - reports) as u64;
-            Kill::AtLines(lines + 1 + random.below((left / 2).max(1)) as usize)
-        } else {
-            Kill::After(Duration::from_millis(1 + random.below(100)))
-        };
-        killed += usize::from(run_until(child, kill, &log));
-    }
-    let last = spawn(&db, &log, total, true).wait_with_output().unwrap();
-    assert!(
-        last.status.success(),
-        "the last run failed: {}\n{}",
-        last.status,
-        String::from_utf8_lossy(&last.stderr)
-    );
-    println!(
-        "{killed} of {} runs killed mid-way, {:.1}s in all",
-        ROUNDS + FINAL_KILLS,
-        started.elapsed().as_secs_f64()
-    );
-    let runs = ROUNDS + FINAL_KILLS;
-    assert!(killed >= runs / 3, "too few runs were killed mid-way ({killed}) to prove anything");
-
-    check_deliveries(&log);
-    check_store(&db);
+    let runs = run_all(sizes, &mut Random(seed | 1), &files);
+    let report = Report {
+        sizes,
+        seed,
+        runs,
+        deliveries: findings::deliveries(&files.log, sizes.accounts, sizes.deposits),
+        store: findings::store(&files.db, sizes.accounts, sizes.deposits),
+        elapsed: started.elapsed(),
+    };
+    print!("{report}");
+    report.assert_sound();
 }
 
+/// The sizes of a run.
+#[derive(Clone, Copy, Debug)]
+struct Sizes {
+    accounts: u32,
+    deposits: u32,
+    /// Runs killed while the stream grows.
+    rounds: usize,
+    /// Runs killed while the timers fire at the end.
+    final_kills: usize,
+}
+
+/// The files the children share.
+#[derive(Debug)]
+struct Files {
+    db: PathBuf,
+    log: PathBuf,
+}
+
+/// What the runs did.
+#[derive(Debug, Default)]
+struct Runs {
+    /// Runs started, the last one included.
+    started: usize,
+    /// Runs killed mid-way, rather than finished before their kill came.
+    killed: usize,
+    /// Events submitted over all runs: each run resends its prefix.
+    submitted: usize,
+    /// Why the runs stopped before the end: a child failed on its own.
+    failure: Option<String>,
+}
+
+/// Everything the test found, for the report and the assertions.
+#[derive(Debug)]
+struct Report {
+    sizes: Sizes,
+    seed: u64,
+    runs: Runs,
+    deliveries: Deliveries,
+    store: Store,
+    elapsed: Duration,
+}
+
+#[derive(Clone, Copy, Debug)]
 enum Kill {
     After(Duration),
     /// Once the delivery log has this many lines.
     AtLines(usize),
 }
 
-/// Lets the child run until the kill moment, and kills it then. Returns
-/// whether it was killed (rather than finished first).
-fn run_until(mut child: Child, kill: Kill, log: &Path) -> bool {
+#[derive(Debug)]
+enum Outcome {
+    Finished,
+    Killed,
+    Failed(String),
+}
+
+/// The sizes and the seed. The sizes default to CI's; a soak run sets
+/// larger ones through the environment.
+fn settings() -> Result<(Sizes, u64), String> {
+    let sizes = Sizes {
+        accounts: setting("SWITCHYARD_CRASH_ACCOUNTS", 500, 1..=1_000_000)?,
+        // Deposit 3 cancels the Nag that deposit 2 schedules, and the last
+        // deposit's Close must fall due before `THE_END`.
+        deposits: setting("SWITCHYARD_CRASH_DEPOSITS", 6, 3..=150)?,
+        rounds: setting("SWITCHYARD_CRASH_ROUNDS", 40, 1..=1_000_000)?,
+        final_kills: setting("SWITCHYARD_CRASH_FINAL_KILLS", 8, 0..=1_000_000)?,
+    };
+    let now =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+    let fresh = now.as_nanos() as u64 ^ u64::from(std::process::id()) << 20;
+    Ok((sizes, setting("SWITCHYARD_CRASH_SEED", fresh, 0..=u64::MAX)?))
+}
+
+/// The environment variable `name` as a whole number within `range`, or
+/// `default` when it is not set.
+fn setting<T>(name: &str, default: T, range: RangeInclusive<T>) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    let text = match std::env::var(name) {
+        Err(VarError::NotPresent) => return Ok(default),
+        Err(VarError::NotUnicode(text)) => return Err(format!("`{name}` is not text: {text:?}")),
+        Ok(text) => text,
+    };
+    match text.trim().parse::<T>() {
+        Ok(value) if range.contains(&value) => Ok(value),
+        _ => Err(format!(
+            "`{name}` must be a whole number from {} to {}, not `{text}`\nhelp: unset it for the default, {default}",
+            range.start(),
+            range.end()
+        )),
+    }
+}
+
+/// Runs the child again and again, killing it while the stream grows and
+/// then while the timers fire, and lets the last run finish. Stops early
+/// if a child fails on its own.
+fn run_all(sizes: Sizes, random: &mut Random, files: &Files) -> Runs {
+    let mut runs = Runs::default();
+    let total = sizes.events();
+    let accounts = sizes.accounts as usize;
+    for round in 0..sizes.rounds {
+        let (sent, prefix) = (total * round / sizes.rounds, total * (round + 1) / sizes.rounds);
+        // The deposits among the new events: each is a Record to deliver.
+        let records = (sent.max(accounts)..prefix.max(accounts)).len();
+        let kill = growing_kill(random, records, line_count(&files.log));
+        if !runs.run(sizes, files, prefix, false, Some(kill)) {
+            return runs;
+        }
+    }
+    for _ in 0..sizes.final_kills {
+        let left = accounts.saturating_sub(reported(&files.log));
+        let kill = final_kill(random, left, line_count(&files.log));
+        if !runs.run(sizes, files, total, true, Some(kill)) {
+            return runs;
+        }
+    }
+    runs.run(sizes, files, total, true, None);
+    runs
+}
+
+/// When to kill a run that brings `records` new deposits, with the log at
+/// `lines` lines: mostly within the first half of its deliveries.
+fn growing_kill(random: &mut Random, records: usize, lines: usize) -> Kill {
+    if records == 0 || random.below(4) == 0 {
+        let most = if records == 0 { 40 } else { 300 };
+        Kill::After(Duration::from_millis(1 + random.below(most)))
+    } else {
+        Kill::AtLines(lines + 1 + random.below((records as u64 / 2).max(1)) as usize)
+    }
+}
+
+/// When to kill a run at the end, with `left` accounts still to report:
+/// while the Close timers fire and their Reports go out.
+fn final_kill(random: &mut Random, left: usize, lines: usize) -> Kill {
+    if left > 0 {
+        Kill::AtLines(lines + 1 + random.below((left as u64 / 2).max(1)) as usize)
+    } else {
+        Kill::After(Duration::from_millis(1 + random.below(100)))
+    }
+}
+
+/// Lets the child run until the kill moment, if any, and kills it then.
+fn run_until(mut child: Child, kill: Option<Kill>, log: &Path) -> Outcome {
     let started = Instant::now();
     loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut stderr = String::new();
-            if let Some(mut pipe) = child.stderr.take() {
-                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
-            }
-            assert!(status.success(), "the child failed on its own: {status}\n{stderr}");
-            return false;
+        match child.try_wait() {
+            Ok(Some(status)) if status.success() => return Outcome::Finished,
+            Ok(Some(status)) => return Outcome::Failed(format!("{status}\n{}", stderr(child))),
+            Ok(None) => {}
+            Err(error) => return Outcome::Failed(format!("cannot wait for the child: {error}")),
         }
         let due = match kill {
-            Kill::After(delay) => started.elapsed() >= delay,
-            Kill::AtLines(lines) => line_count(log) >= lines,
+            None => false,
+            Some(Kill::After(delay)) => started.elapsed() >= delay,
+            Some(Kill::AtLines(lines)) => line_count(log) >= lines,
         };
         // A run with nothing new to deliver is stopped after a while anyway.
-        if due || started.elapsed() > Duration::from_secs(20) {
+        if due || kill.is_some() && started.elapsed() > Duration::from_secs(20) {
             child.kill().unwrap();
             child.wait().unwrap();
-            return true;
+            return Outcome::Killed;
         }
         std::thread::sleep(Duration::from_millis(1));
     }
 }
 
-/// How many accounts have had their Report delivered.
+/// What a child that has exited wrote to its standard error.
+fn stderr(mut child: Child) -> String {
+    let mut stderr = String::new();
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+    }
+    stderr
+}
+
+/// How many accounts have had their Report delivered. A log that does not
+/// read counts none here; the findings at the end say why it does not.
 fn reported(log: &Path) -> usize {
     let text = std::fs::read_to_string(log).unwrap_or_default();
-    let accounts: BTreeSet<&str> = text
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(' ').collect();
-            (fields.len() == 5 && fields[1] == "Report").then_some(fields[2])
-        })
-        .collect();
-    accounts.len()
+    let deliveries = delivery_log::parse(&text).unwrap_or_default();
+    let reports = deliveries.iter().filter(|delivery| delivery.name == "Report");
+    reports.map(|delivery| delivery.account).collect::<std::collections::BTreeSet<_>>().len()
 }
 
 fn line_count(log: &Path) -> usize {
     std::fs::read(log).map_or(0, |bytes| bytes.iter().filter(|b| **b == b'\n').count())
 }
 
-fn spawn(db: &Path, log: &Path, prefix: usize, finish: bool) -> Child {
+fn spawn(sizes: Sizes, files: &Files, prefix: usize, finish: bool) -> std::io::Result<Child> {
     let mut command = Command::new(env!("CARGO_BIN_EXE_switchyard-crash-child"));
     command
-        .arg(db)
-        .arg(log)
-        .arg(ACCOUNTS.to_string())
-        .arg(DEPOSITS.to_string())
+        .arg(&files.db)
+        .arg(&files.log)
+        .arg(sizes.accounts.to_string())
+        .arg(sizes.deposits.to_string())
         .arg(prefix.to_string());
     if finish {
         command.arg("finish");
     }
-    command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap()
+    command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()
 }
 
-/// Every expected command arrived, each always under its one id, with what
-/// shows that no deposit was counted twice; nothing unexpected arrived.
-fn check_deliveries(log: &Path) {
-    let text = std::fs::read_to_string(log).unwrap();
-    // (name, account, n) -> (ids seen, counts seen, deliveries)
-    let mut seen: Seen = BTreeMap::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split(' ').collect();
-        // A line cut by a kill was not acknowledged, so it was delivered again.
-        let [id, name, account, n, count] = fields[..] else { continue };
-        let (Ok(account), Ok(n), Ok(count)) = (account.parse(), n.parse(), count.parse()) else {
-            continue;
-        };
-        let entry = seen.entry((name.to_owned(), account, n)).or_default();
-        entry.0.insert(id.to_owned());
-        entry.1.insert(count);
-        entry.2 += 1;
+/// Shows a row count, or why there is none.
+fn shown(count: &Count) -> String {
+    count.as_ref().map_or_else(|error| format!("? ({error})"), ToString::to_string)
+}
+
+/// Fails with the first few of `problems`, if there are any.
+fn none(problems: &[String], what: &str) {
+    let first: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
+    assert!(problems.is_empty(), "{} {what}: {}", problems.len(), first.join("; "));
+}
+
+impl Sizes {
+    /// The events of the stream: each account's Opened and its deposits.
+    fn events(&self) -> usize {
+        (self.accounts * (self.deposits + 1)) as usize
     }
-    let mut redelivered = 0;
-    for account in 0..ACCOUNTS {
-        for n in 1..=DEPOSITS {
-            let key = ("Record".to_owned(), account, n);
-            let Some((ids, counts, deliveries)) = seen.remove(&key) else {
-                panic!("Record {n} of account {account} was never delivered");
-            };
-            let expected = event_id(account, n).derive_in(Account::NAME, 0).to_string();
-            assert_eq!(
-                ids,
-                BTreeSet::from([expected]),
-                "Record {n} of account {account} changed its id"
-            );
-            assert_eq!(
-                counts,
-                BTreeSet::from([n]),
-                "deposit {n} of account {account} was counted twice"
-            );
-            redelivered += deliveries - 1;
+}
+
+impl Runs {
+    /// Runs a child over `prefix` events until `kill`. Returns whether the
+    /// runs can go on: false once a child failed on its own.
+    fn run(
+        &mut self,
+        sizes: Sizes,
+        files: &Files,
+        prefix: usize,
+        finish: bool,
+        kill: Option<Kill>,
+    ) -> bool {
+        self.started += 1;
+        self.submitted += prefix;
+        let outcome = match spawn(sizes, files, prefix, finish) {
+            Ok(child) => run_until(child, kill, &files.log),
+            Err(error) => Outcome::Failed(format!("cannot start the child: {error}")),
+        };
+        match outcome {
+            Outcome::Finished => true,
+            Outcome::Killed => {
+                self.killed += 1;
+                true
+            }
+            Outcome::Failed(why) => {
+                self.failure = Some(format!("run {} failed on its own: {why}", self.started));
+                false
+            }
         }
-        let key = ("Report".to_owned(), account, 0);
-        let Some((ids, counts, deliveries)) = seen.remove(&key) else {
-            panic!("the Close timer of account {account} was lost: no Report");
-        };
-        assert_eq!(ids.len(), 1, "the Report of account {account} changed its id: {ids:?}");
-        assert_eq!(
-            counts,
-            BTreeSet::from([DEPOSITS]),
-            "account {account} closed with a wrong count"
-        );
-        redelivered += deliveries - 1;
     }
-    assert!(seen.is_empty(), "unexpected deliveries (a cancelled timer fired?): {seen:?}");
-    println!("every command delivered; {redelivered} deliveries were repeats under the same id");
 }
 
-/// The store ends clean: every account closed after exactly its inputs,
-/// nothing left to send, no timer pending, no dead letter.
-fn check_store(db: &Path) {
-    let connection = rusqlite::Connection::open(db).unwrap();
-    let count = |sql: &str| -> i64 { connection.query_row(sql, [], |row| row.get(0)).unwrap() };
-    assert_eq!(count("SELECT count(*) FROM dead_letters"), 0, "dead letters were written");
-    assert_eq!(count("SELECT count(*) FROM outbox"), 0, "outbox rows were left unsent");
-    assert_eq!(count("SELECT count(*) FROM timers"), 0, "timers were left pending");
-    let mut select = connection
-        .prepare(
-            "SELECT key, state, data, completed_at IS NOT NULL FROM instances WHERE process = 'Account'",
-        )
-        .unwrap();
-    let rows = select
-        .query_map([], |row| {
-            Ok((
-                row.get::<_, String>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, String>(2)?,
-                row.get::<_, bool>(3)?,
-            ))
-        })
-        .unwrap();
-    let mut accounts = 0;
-    for row in rows {
-        let (key, state, data, completed) = row.unwrap();
-        assert_eq!(
-            (state.as_str(), completed),
-            ("\"Closed\"", true),
-            "account {key} did not close"
-        );
-        let expected = format!("{{\"count\":{DEPOSITS}}}");
-        assert_eq!(data, expected, "account {key} counted its deposits wrongly");
-        accounts += 1;
+impl fmt::Display for Report {
+    /// One line per figure, so that a soak run can be read, and grepped,
+    /// at a glance.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let Report { sizes, seed, runs, deliveries: d, store, elapsed } = self;
+        let Sizes { accounts, deposits, rounds, final_kills } = sizes;
+        writeln!(f, "crash report")?;
+        writeln!(f, "  seed: {seed}")?;
+        writeln!(
+            f,
+            "  sizes: {accounts} accounts, {deposits} deposits, {rounds} rounds, {final_kills} final kills"
+        )?;
+        writeln!(f, "  kills: {}", runs.killed)?;
+        writeln!(f, "  runs: {} (the last let finish)", runs.started)?;
+        writeln!(
+            f,
+            "  events: {} in the stream, {} submitted over all runs",
+            sizes.events(),
+            runs.submitted
+        )?;
+        writeln!(
+            f,
+            "  commands: {} expected, {} delivered ({} deliveries, {} repeats)",
+            d.expected, d.delivered, d.deliveries, d.repeats
+        )?;
+        writeln!(
+            f,
+            "  lost: {} ({} Records and {} Reports never delivered, {} inputs not taken)",
+            d.lost(),
+            d.records_lost.len(),
+            d.reports_lost.len(),
+            d.counted_short.len()
+        )?;
+        writeln!(
+            f,
+            "  doubled: {} ({} inputs taken twice, {} commands under another or a second id)",
+            d.doubled(),
+            d.counted_twice.len(),
+            d.other_ids.len()
+        )?;
+        writeln!(
+            f,
+            "  timers: {} lost (Close, no Report), {} fired when cancelled (Nag)",
+            d.reports_lost.len(),
+            d.cancelled_fired.len()
+        )?;
+        writeln!(f, "  unexpected deliveries: {}", d.unexpected.len())?;
+        writeln!(
+            f,
+            "  log: {}",
+            d.unreadable.as_deref().unwrap_or("read to its last complete line")
+        )?;
+        writeln!(f, "  integrity: {}", store.integrity)?;
+        writeln!(
+            f,
+            "  left in the store: {} outbox, {} timers, {} dead letters",
+            shown(&store.outbox),
+            shown(&store.timers),
+            shown(&store.dead_letters)
+        )?;
+        writeln!(
+            f,
+            "  accounts: {} of {accounts} closed after exactly their deposits",
+            store.closed
+        )?;
+        writeln!(f, "  inbox: {} of {} inputs", shown(&store.inbox), store.expected_inbox)?;
+        writeln!(f, "  failure: {}", runs.failure.as_deref().unwrap_or("none"))?;
+        writeln!(f, "  time: {:.1}s", elapsed.as_secs_f64())
     }
-    assert_eq!(accounts, ACCOUNTS);
-    // Opened, each deposit, and the Close timer: each handled once.
-    let inbox = count("SELECT count(*) FROM inbox WHERE process = 'Account'");
-    assert_eq!(inbox, i64::from(ACCOUNTS * (DEPOSITS + 2)), "the inbox holds each input once");
 }
 
-/// For each (command, account, n): the ids, the counts, and the number of deliveries seen.
-type Seen = BTreeMap<(String, u32, u32), (BTreeSet<String>, BTreeSet<u32>, usize)>;
+impl Report {
+    /// Fails on the first problem found, in order of what explains the rest.
+    fn assert_sound(&self) {
+        let Report { sizes, runs, deliveries: d, store, .. } = self;
+        if let Some(failure) = &runs.failure {
+            panic!("{failure}");
+        }
+        if let Some(error) = &d.unreadable {
+            panic!("the delivery log does not read: {error}");
+        }
+        let killable = sizes.rounds + sizes.final_kills;
+        let killed = runs.killed;
+        assert!(
+            killed >= killable / 3,
+            "too few runs were killed mid-way ({killed}) to prove anything"
+        );
+        none(&d.records_lost, "Records were never delivered");
+        none(&d.reports_lost, "Reports were never delivered: their Close timer was lost");
+        none(&d.counted_twice, "commands show an input taken twice");
+        none(&d.counted_short, "commands show an input never taken");
+        none(&d.other_ids, "commands changed their id");
+        none(&d.cancelled_fired, "cancelled Nag timers fired");
+        none(&d.unexpected, "unexpected commands were delivered");
+        assert_eq!(store.integrity, "ok", "the SQLite file is damaged");
+        assert_eq!(store.dead_letters, Ok(0), "dead letters were written");
+        assert_eq!(store.outbox, Ok(0), "outbox rows were left unsent");
+        assert_eq!(store.timers, Ok(0), "timers were left pending");
+        none(&store.wrong_accounts, "accounts did not close after exactly their deposits");
+        assert_eq!(store.inbox, Ok(store.expected_inbox), "the inbox holds each input once");
+    }
+}
 
 /// A small xorshift generator: the kill moments need no more.
+#[derive(Debug)]
 struct Random(u64);
 
 impl Random {

@@ -4,13 +4,16 @@
 //! was handled). Once they are handled it moves the clock to the time of
 //! the last one, or with `finish` to the end of time so that every account
 //! closes, and exits when everything is handled and sent. The command
-//! handlers append what they receive to a log file, one line per delivery.
+//! handlers append what they receive to a log file, one line per delivery,
+//! after cutting off the line a kill may have left half-written.
 //! The test kills this process at random moments and starts it again.
 //!
 //! Usage: switchyard-crash-child DB LOG ACCOUNTS DEPOSITS PREFIX [finish]
 
 #[path = "account.rs"]
 mod account;
+#[path = "delivery_log.rs"]
+mod delivery_log;
 
 use std::fs::OpenOptions;
 use std::io::Write as _;
@@ -19,6 +22,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use account::*;
+use delivery_log::Delivery;
 use switchyard_runtime::{CommandContext, Engine, HandlerError, ManualClock, SqliteStore};
 
 fn main() -> ExitCode {
@@ -63,6 +67,7 @@ async fn run(
     prefix: usize,
     finish: bool,
 ) -> Result<(), HandlerError> {
+    delivery_log::trim_torn_tail(&log)?;
     let log = Arc::new(Mutex::new(OpenOptions::new().create(true).append(true).open(log)?));
     let clock = ManualClock::new(BASE);
     let engine = Engine::builder()
@@ -97,7 +102,8 @@ fn recorder<C: switchyard_runtime::Command>(
     let log = log.clone();
     move |command: C, ctx: CommandContext| {
         let (account, n, count) = fields(&command);
-        let line = format!("{} {} {account} {n} {count}\n", ctx.message_id(), C::NAME);
+        let (id, name) = (ctx.message_id().to_string(), C::NAME.to_owned());
+        let line = Delivery { id, name, account, n, count }.line();
         let written = log
             .lock()
             .map_err(|_| "the log lock is poisoned".into())
