@@ -279,19 +279,23 @@ impl Engine {
         let (sender, answer) = oneshot::channel();
         let sender = Arc::new(Mutex::new(Some(sender)));
         let on_failure = sender.clone();
-        self.shared.hand_off(
-            envelope,
-            Settle::new(move |settled| {
-                if let Some(sender) = lock(&sender).take() {
-                    let _ = sender.send(Ok(settled));
-                }
-            }),
-            move |error| {
+        let settle = Settle::new(move |settled| {
+            if let Some(sender) = lock(&sender).take() {
+                let _ = sender.send(Ok(settled));
+            }
+        });
+        if self.shared.own_bus {
+            // Nobody else is on the bus: the engine takes the message as
+            // delivered, and an event none of its processes takes is a
+            // dead letter instead of a fact the bus hands to nobody.
+            self.shared.receive(envelope, Ack::new(id, settle));
+        } else {
+            self.shared.hand_off(envelope, settle, move |error| {
                 if let Some(sender) = lock(&on_failure).take() {
                     let _ = sender.send(Err(error));
                 }
-            },
-        );
+            });
+        }
         async move {
             let settled = answer.await.map_err(|_| BusError::Closed)??;
             if let Some(rejection) = settled.rejected.into_iter().next() {
@@ -316,14 +320,18 @@ impl Engine {
 
     /// Waits until every message published so far, everything decided in
     /// answer to it, and every timer due by the engine's clock, has been
-    /// handled and its outbox sent.
+    /// handled and its outbox sent. While the store fails, that includes
+    /// waiting for it to answer.
     pub async fn idle(&self) {
         loop {
             let notified = self.shared.idle.notified();
             let mut notified = std::pin::pin!(notified);
             notified.as_mut().enable();
             self.shared.fire_due();
-            if self.shared.in_flight.load(Ordering::Acquire) == 0 {
+            // While the store fails, due timers wait in the index, counted
+            // nowhere: the engine is not idle until it answers.
+            let held = self.shared.health.is_down();
+            if self.shared.in_flight.load(Ordering::Acquire) == 0 && !held {
                 return;
             }
             notified.await;
@@ -952,6 +960,7 @@ impl Shared {
     fn store_answered(&self) {
         if self.health.answered(self.clock.now()) {
             self.timers_changed.notify_one();
+            self.idle.notify_waiters();
         }
     }
 

@@ -129,7 +129,10 @@ pub(super) async fn run(
         let next = {
             let Some(shared) = weak.upgrade() else { return };
             shared.fire_due();
-            super::lock(&shared.timers).next()
+            // While the store fails, due timers stay in the index: the task
+            // waits for the store to answer (which notifies it) instead of
+            // waking again and again for a timer it may not fire.
+            if shared.health.is_down() { None } else { super::lock(&shared.timers).next() }
         };
         let mut sleep = pin!(async {
             match next {

@@ -1,0 +1,409 @@
+//! Fault injection: the engine under a store that fails and then answers
+//! again, timers due while it fails, a handler that hangs, two engines
+//! racing on one store, a message redelivered after its instance moved on,
+//! and an event nobody takes. Each test injects the fault and proves that
+//! nothing was lost, done twice, stalled or dead-lettered for it.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use switchyard::store::{
+    Batch, CommitOutcome, InstanceRecord, OutboxRow, Pruned, Replayed, TimerRow,
+};
+use switchyard::{
+    Body, BoxFuture, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope, Error,
+    HandlerError, HandlerOptions, InProcessBus, InstanceStatus, ManualClock, MemoryStore,
+    MessageId, MessageKind, Store, StoreError, Timestamp,
+};
+
+switchyard::process! {
+    /// An account: opened, then deposits counted one by one, a statement
+    /// an hour after opening, and a freeze during which deposits are ignored.
+    process Account {
+        correlate by account: u32
+
+        timer Statement
+
+        data {
+            deposits: u32 = 0
+        }
+
+        initial state New {
+            on Opened {
+                schedule Statement after 1h
+                -> Open
+            }
+            ignore Deposited, Frozen, Thawed
+        }
+
+        state Open {
+            on Deposited {
+                set deposits = data.deposits + 1
+                send Record { account: id, deposit: event.number, count: data.deposits }
+            }
+            on Statement { send SendStatement { account: id, deposits: data.deposits } }
+            on Frozen { -> Frozen }
+            ignore Opened, Thawed
+        }
+
+        state Frozen {
+            on Thawed { -> Open }
+            on Statement { send SendStatement { account: id, deposits: data.deposits } }
+            ignore Opened, Deposited, Frozen
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, switchyard::Event)]
+pub struct Opened {
+    pub account: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, switchyard::Event)]
+pub struct Deposited {
+    pub account: u32,
+    pub number: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, switchyard::Event)]
+pub struct Frozen {
+    pub account: u32,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, switchyard::Event)]
+pub struct Thawed {
+    pub account: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, switchyard::Command)]
+pub struct Record {
+    pub account: u32,
+    pub deposit: u32,
+    pub count: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, switchyard::Command)]
+pub struct SendStatement {
+    pub account: u32,
+    pub deposits: u32,
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+
+/// What the command handlers received: each command by its id, and how
+/// many times each id arrived.
+#[derive(Clone, Default)]
+struct Received(Arc<Mutex<BTreeMap<MessageId, (String, u32)>>>);
+
+impl Received {
+    fn note(&self, id: MessageId, what: String) {
+        self.0.lock().unwrap().entry(id).or_insert((what, 0)).1 += 1;
+    }
+
+    /// The commands received, once each by id.
+    fn commands(&self) -> Vec<String> {
+        self.0.lock().unwrap().values().map(|(what, _)| what.clone()).collect()
+    }
+
+    /// How many distinct ids arrived.
+    fn len(&self) -> usize {
+        self.0.lock().unwrap().len()
+    }
+}
+
+/// `Account` with handlers that note every command they receive.
+fn accounts(builder: EngineBuilder, received: &Received) -> EngineBuilder {
+    let (records, statements) = (received.clone(), received.clone());
+    builder
+        .process::<Account>()
+        .handle(move |record: Record, ctx: CommandContext| {
+            let received = records.clone();
+            async move {
+                received.note(ctx.message_id(), format!("{record:?}"));
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .handle(move |statement: SendStatement, ctx: CommandContext| {
+            let received = statements.clone();
+            async move {
+                received.note(ctx.message_id(), format!("{statement:?}"));
+                Ok::<_, HandlerError>(())
+            }
+        })
+}
+
+/// A memory store that fails every call while it is down, with the error
+/// SQLite gives for a file it cannot write: an error that trying again at
+/// once does not cure.
+#[derive(Clone, Default)]
+struct Switchable {
+    inner: MemoryStore,
+    down: Arc<AtomicBool>,
+    failed: Arc<AtomicU32>,
+}
+
+impl Switchable {
+    fn set_down(&self, down: bool) {
+        self.down.store(down, Ordering::SeqCst);
+    }
+
+    fn fail<T: Send + 'static>(&self) -> Option<BoxFuture<'static, Result<T, StoreError>>> {
+        if !self.down.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        let error = StoreError::Failed("attempt to write a readonly database".into());
+        Some(Box::pin(async move { Err(error) }))
+    }
+}
+
+impl Store for Switchable {
+    fn load(
+        &self,
+        process: &'static str,
+        keys: Vec<Arc<str>>,
+    ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.load(process, keys))
+    }
+
+    fn commit<'a>(
+        &'a self,
+        batch: &'a mut Batch,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        if let Some(failure) = self.fail() {
+            // A store takes the batch's contents out whatever the result.
+            *batch = Batch::default();
+            return failure;
+        }
+        self.inner.commit(batch)
+    }
+
+    fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.mark_sent(sequences))
+    }
+
+    fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.pending_outbox())
+    }
+
+    fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.pending_timers())
+    }
+
+    fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.dead_letters())
+    }
+
+    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.replay(ids, now))
+    }
+
+    fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.prune(before))
+    }
+}
+
+/// Waits for the engine to be idle, or fails the test if it is not within
+/// ten minutes of tokio's (paused) time: a stall is a failure, not a hang.
+async fn idle(engine: &Engine) {
+    let waited = tokio::time::timeout(Duration::from_secs(600), engine.idle()).await;
+    assert!(waited.is_ok(), "the engine stalled: {:?}", engine.stats());
+}
+
+/// Lets the engine's tasks run for `duration` of tokio's (paused) time.
+async fn run_for(duration: Duration) {
+    tokio::time::sleep(duration).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_store_outage_holds_the_work_and_dead_letters_none_of_it() {
+    let (store, received) = (Switchable::default(), Received::default());
+    let engine = accounts(Engine::builder(), &received)
+        .store(store.clone())
+        .clock(ManualClock::default())
+        .build();
+    idle(&engine).await;
+    store.set_down(true);
+    for account in 0..20 {
+        engine.publish(Opened { account });
+        engine.publish(Deposited { account, number: 1 });
+    }
+    // A minute of failures: a hundred times what the retry policy's
+    // attempts used to allow before dead-lettering everything.
+    run_for(Duration::from_secs(60)).await;
+    let stats = engine.stats();
+    assert!(stats.store_down_since.is_some(), "{stats:?}");
+    assert_eq!((stats.handled, stats.dead_lettered, stats.outages), (0, 0, 1), "{stats:?}");
+    assert!(store.failed.load(Ordering::SeqCst) > 10);
+    assert_eq!(received.len(), 0);
+
+    store.set_down(false);
+    idle(&engine).await;
+    let stats = engine.stats();
+    assert_eq!(stats.store_down_since, None, "{stats:?}");
+    assert_eq!((stats.handled, stats.dead_lettered, stats.outages), (40, 0, 1), "{stats:?}");
+    assert!(engine.dead_letters().await.unwrap().is_empty());
+    let expected: BTreeSet<String> =
+        (0..20).map(|account| format!("{:?}", Record { account, deposit: 1, count: 1 })).collect();
+    assert_eq!(received.commands().into_iter().collect::<BTreeSet<_>>(), expected);
+    assert_eq!(received.len(), 20, "a command arrived under two ids");
+}
+
+#[tokio::test(start_paused = true)]
+async fn deliveries_from_a_bus_are_given_back_while_the_store_is_out() {
+    // Another engine publishes through a shared bus to one whose store is
+    // out: the deliveries are given back, and arrive once it answers.
+    let (store, received) = (Switchable::default(), Received::default());
+    let bus = InProcessBus::new();
+    let engine = accounts(Engine::builder(), &received)
+        .store(store.clone())
+        .bus(bus.clone())
+        .clock(ManualClock::default())
+        .build();
+    let publisher = Engine::builder().bus(bus).build();
+    idle(&engine).await;
+    store.set_down(true);
+    // Something to find the outage with.
+    publisher.publish(Opened { account: 1 });
+    run_for(Duration::from_secs(5)).await;
+    assert!(engine.stats().store_down_since.is_some());
+    let refused = engine.submit(Envelope::event(Opened { account: 2 })).await;
+    assert!(matches!(refused, Err(Error::Unacknowledged { .. })), "{refused:?}");
+    publisher.publish(Deposited { account: 1, number: 1 });
+    run_for(Duration::from_secs(5)).await;
+
+    store.set_down(false);
+    idle(&engine).await;
+    idle(&publisher).await;
+    idle(&engine).await;
+    assert_eq!(engine.stats().dead_lettered + publisher.stats().dead_lettered, 0);
+    assert_eq!(
+        received.commands(),
+        vec![format!("{:?}", Record { account: 1, deposit: 1, count: 1 })]
+    );
+    assert!(matches!(
+        engine.instance::<Account>(&1).await.unwrap(),
+        Some(InstanceStatus::Running { state: AccountState::Open, .. })
+    ));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_timer_due_while_the_store_fails_fires_once_it_answers() {
+    let (store, received) = (Switchable::default(), Received::default());
+    let clock = ManualClock::default();
+    let engine =
+        accounts(Engine::builder(), &received).store(store.clone()).clock(clock.clone()).build();
+    engine.publish(Opened { account: 7 });
+    idle(&engine).await;
+    store.set_down(true);
+    clock.advance(HOUR + Duration::from_secs(1));
+    // The due timer is taken up, its commit fails, and keeps failing.
+    run_for(Duration::from_secs(30)).await;
+    assert_eq!((engine.stats().timers_fired, received.len()), (0, 0));
+    assert!(engine.stats().store_down_since.is_some());
+
+    store.set_down(false);
+    idle(&engine).await;
+    assert_eq!(engine.stats().timers_fired, 1);
+    assert_eq!(
+        received.commands(),
+        vec![format!("{:?}", SendStatement { account: 7, deposits: 0 })]
+    );
+    assert!(engine.timers::<Account>(&7).await.unwrap().is_empty());
+    assert!(engine.dead_letters().await.unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hung_handler_times_out_is_retried_and_holds_back_nothing() {
+    let received = Received::default();
+    let clock = ManualClock::default();
+    let hangs = Arc::new(AtomicU32::new(2));
+    let (records, hanging) = (received.clone(), hangs.clone());
+    let engine = Engine::builder()
+        .process::<Account>()
+        .clock(clock.clone())
+        .handle_with(HandlerOptions::default().timeout(Duration::from_secs(2)), {
+            move |record: Record, ctx: CommandContext| {
+                let (received, hanging) = (records.clone(), hanging.clone());
+                async move {
+                    // The first deposit's first two attempts never finish.
+                    if record.deposit == 1 && hanging.load(Ordering::SeqCst) > 0 {
+                        hanging.fetch_sub(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                    received.note(ctx.message_id(), format!("{record:?}"));
+                    Ok::<_, HandlerError>(())
+                }
+            }
+        })
+        // Statements hang for good: past the engine's timeout, on every
+        // attempt the retry policy allows.
+        .handler_timeout(Duration::from_secs(1))
+        .handle(|_: SendStatement, _: CommandContext| async {
+            std::future::pending::<Result<(), HandlerError>>().await
+        })
+        .build();
+    engine.publish(Opened { account: 3 });
+    for number in 1..=3 {
+        engine.publish(Deposited { account: 3, number });
+    }
+    idle(&engine).await;
+    let records = |numbers: std::ops::RangeInclusive<u32>| -> Vec<String> {
+        numbers.map(|n| format!("{:?}", Record { account: 3, deposit: n, count: n })).collect()
+    };
+    let mut commands = received.commands();
+    commands.sort();
+    assert_eq!(commands, records(1..=3));
+    assert_eq!(engine.stats().timeouts, 2);
+
+    // The statement hangs on every attempt: `idle` still returns, with the
+    // statement in the dead letters, and the account goes on.
+    clock.advance(HOUR);
+    idle(&engine).await;
+    let letters = engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0].name(), "SendStatement");
+    assert!(letters[0].reason.contains("did not finish within 1s"), "{}", letters[0].reason);
+    assert_eq!(engine.stats().timeouts, 2 + 5);
+    engine.publish(Deposited { account: 3, number: 4 });
+    idle(&engine).await;
+    let mut commands = received.commands();
+    commands.sort();
+    assert_eq!(commands, records(1..=4));
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_input_ignored_then_redelivered_after_its_instance_moved_on_is_a_duplicate() {
+    let received = Received::default();
+    let engine = accounts(Engine::builder(), &received).clock(ManualClock::default()).build();
+    engine.publish(Opened { account: 4 });
+    engine.publish(Frozen { account: 4 });
+    // Ignored while the account is frozen.
+    let deposit = Envelope::event(Deposited { account: 4, number: 1 });
+    engine.submit(deposit.clone()).await.unwrap();
+    engine.publish(Thawed { account: 4 });
+    idle(&engine).await;
+    assert_eq!(engine.stats().ignored, 1);
+    // The same message again, now that the account would handle it.
+    engine.submit(deposit).await.unwrap();
+    idle(&engine).await;
+    assert_eq!(received.len(), 0, "the redelivered deposit was handled: {:?}", received.commands());
+    assert_eq!(engine.stats().duplicates, 1);
+}
+
+#[tokio::test]
+async fn an_event_no_process_or_subscriber_takes_is_dead_lettered_and_counted() {
+    let engine = Engine::builder().process::<Account>().build();
+    let stray = Envelope::new("Closed", MessageKind::Event, Body::value(Frozen { account: 1 }));
+    let submitted = engine.submit(stray.clone()).await;
+    assert!(matches!(&submitted, Err(Error::DeadLettered { id, .. }) if *id == stray.id));
+    idle(&engine).await;
+    let letters = engine.dead_letters().await.unwrap();
+    assert_eq!(letters.len(), 1);
+    assert_eq!(letters[0].message_id(), stray.id);
+    assert_eq!(letters[0].reason, "no process or subscriber of this engine takes event `Closed`");
+    assert_eq!((engine.stats().unrouted, engine.stats().dead_lettered), (1, 1));
+}
