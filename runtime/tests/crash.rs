@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use findings::{Count, Deliveries, Store};
+use findings::{Deliveries, Store};
 
 #[test]
 fn killed_at_random_moments_the_engine_loses_and_repeats_nothing() {
@@ -262,11 +262,6 @@ fn spawn(sizes: Sizes, files: &Files, prefix: usize, finish: bool) -> std::io::R
     command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()
 }
 
-/// Shows a row count, or why there is none.
-fn shown(count: &Count) -> String {
-    count.as_ref().map_or_else(|error| format!("? ({error})"), ToString::to_string)
-}
-
 /// Fails with the first few of `problems`, if there are any.
 fn none(problems: &[String], what: &str) {
     let first: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
@@ -315,68 +310,17 @@ impl fmt::Display for Report {
     /// One line per figure, so that a soak run can be read, and grepped,
     /// at a glance.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Report { sizes, seed, runs, deliveries: d, store, elapsed } = self;
+        let Report { sizes, seed, runs, deliveries, store, elapsed } = self;
         let Sizes { accounts, deposits, rounds, final_kills } = sizes;
         writeln!(f, "crash report")?;
         writeln!(f, "  seed: {seed}")?;
-        writeln!(
-            f,
-            "  sizes: {accounts} accounts, {deposits} deposits, {rounds} rounds, {final_kills} final kills"
-        )?;
+        write!(f, "  sizes: {accounts} accounts, {deposits} deposits, ")?;
+        writeln!(f, "{rounds} rounds, {final_kills} final kills")?;
         writeln!(f, "  kills: {}", runs.killed)?;
         writeln!(f, "  runs: {} (the last let finish)", runs.started)?;
-        writeln!(
-            f,
-            "  events: {} in the stream, {} submitted over all runs",
-            sizes.events(),
-            runs.submitted
-        )?;
-        writeln!(
-            f,
-            "  commands: {} expected, {} delivered ({} deliveries, {} repeats)",
-            d.expected, d.delivered, d.deliveries, d.repeats
-        )?;
-        writeln!(
-            f,
-            "  lost: {} ({} Records and {} Reports never delivered, {} inputs not taken)",
-            d.lost(),
-            d.records_lost.len(),
-            d.reports_lost.len(),
-            d.counted_short.len()
-        )?;
-        writeln!(
-            f,
-            "  doubled: {} ({} inputs taken twice, {} commands under another or a second id)",
-            d.doubled(),
-            d.counted_twice.len(),
-            d.other_ids.len()
-        )?;
-        writeln!(
-            f,
-            "  timers: {} lost (Close, no Report), {} fired when cancelled (Nag)",
-            d.reports_lost.len(),
-            d.cancelled_fired.len()
-        )?;
-        writeln!(f, "  unexpected deliveries: {}", d.unexpected.len())?;
-        writeln!(
-            f,
-            "  log: {}",
-            d.unreadable.as_deref().unwrap_or("read to its last complete line")
-        )?;
-        writeln!(f, "  integrity: {}", store.integrity)?;
-        writeln!(
-            f,
-            "  left in the store: {} outbox, {} timers, {} dead letters",
-            shown(&store.outbox),
-            shown(&store.timers),
-            shown(&store.dead_letters)
-        )?;
-        writeln!(
-            f,
-            "  accounts: {} of {accounts} closed after exactly their deposits",
-            store.closed
-        )?;
-        writeln!(f, "  inbox: {} of {} inputs", shown(&store.inbox), store.expected_inbox)?;
+        let (events, submitted) = (sizes.events(), runs.submitted);
+        writeln!(f, "  events: {events} in the stream, {submitted} submitted over all runs")?;
+        write!(f, "{deliveries}{store}")?;
         writeln!(f, "  failure: {}", runs.failure.as_deref().unwrap_or("none"))?;
         writeln!(f, "  time: {:.1}s", elapsed.as_secs_f64())
     }
