@@ -198,8 +198,8 @@ impl Link {
         if now < at {
             return Err(StoreError::Unavailable(self.cause.clone().into()));
         }
-        // One try, without waiting for a busy file: the reads queued behind
-        // this write wait for it, and the next write tries again.
+        // One try, not the patient tries of `open`: the reads queued behind
+        // this write wait for it, and a later write tries again.
         match connect(&self.path, &self.options, Create::No) {
             Ok(connection) if !read_only(&connection) => {
                 tracing::info!(path = %self.path.display(), "the SQLite store can write again");
@@ -277,7 +277,10 @@ impl OpenError {
 /// Opens the file for [`SqliteStore::open`](super::SqliteStore::open).
 /// Processes that start together on a new file race to create it: while
 /// another connection holds it busy (creating, migrating or recovering it),
-/// opening is tried again with backoff, for [`OPEN_PATIENCE`] at most.
+/// opening is tried again with backoff, for [`OPEN_PATIENCE`] at most. The
+/// busy timeout does not cover every step: switching a new file to WAL
+/// fails with `SQLITE_BUSY` at once, without waiting, while another opener
+/// holds it.
 pub(super) fn open(path: &Path, options: &SqliteOptions) -> Result<Connection, StoreError> {
     let deadline = Instant::now() + OPEN_PATIENCE;
     let mut backoff = FIRST_BACKOFF;
@@ -351,6 +354,9 @@ fn migrate(connection: &mut Connection) -> Result<(), OpenError> {
     }
     let transaction = connection.transaction_with_behavior(TransactionBehavior::Exclusive)?;
     let found = schema_version(&transaction, known)?;
+    if found == known {
+        return Ok(());
+    }
     for step in MIGRATIONS.iter().skip(found.max(0) as usize) {
         transaction.execute_batch(step)?;
     }
