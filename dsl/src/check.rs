@@ -286,9 +286,7 @@ impl<'a> Ctx<'a> {
             return;
         };
         let edges: Vec<Vec<Edge>> = (0..count).map(|s| self.edges(s)).collect();
-        let live = |edge: &Edge, pending: &BTreeMap<usize, Span>| {
-            edge.consumed.is_none_or(|t| pending.contains_key(&t))
-        };
+        let live = Edge::is_live;
 
         self.reachable[initial] = true;
         let mut work = vec![initial];
@@ -377,13 +375,17 @@ impl<'a> Ctx<'a> {
     }
 
     /// Whether some final state is reachable from each state: a walk
-    /// backwards from the final states.
+    /// backwards from the final states, over the same live edges as
+    /// reachability, so that the handler of a timer that is never pending in
+    /// a state is no way out of it.
     fn completion(&self) -> Vec<bool> {
         let count = self.states.len();
         let mut predecessors: Vec<Vec<usize>> = vec![Vec::new(); count];
         for state in 0..count {
             for edge in self.edges(state) {
-                predecessors[edge.target].push(state);
+                if edge.is_live(&self.may_pending[state]) {
+                    predecessors[edge.target].push(state);
+                }
             }
         }
         let mut done: Vec<bool> = self.states.iter().map(|s| s.kind == StateKind::Final).collect();
@@ -465,6 +467,12 @@ enum Effect {
 }
 
 impl Edge {
+    /// Whether the edge can be taken in a state where `pending` may be
+    /// pending: a timer's handler runs only when the timer may be pending.
+    fn is_live(&self, pending: &BTreeMap<usize, Span>) -> bool {
+        self.consumed.is_none_or(|t| pending.contains_key(&t))
+    }
+
     /// Applies the edge to a set of pending timers, whatever its representation.
     fn apply<S, R>(
         &self,
