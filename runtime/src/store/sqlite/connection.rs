@@ -124,6 +124,8 @@ pub(super) fn fault(failure: &rusqlite::Error) -> Fault {
     use rusqlite::Error as E;
     let code = match failure {
         E::SqliteFailure(error, _) => error.code,
+        // A value of the item at hand that could not be converted, to or
+        // from its column: that item's own fault.
         E::ToSqlConversionFailure(_)
         | E::FromSqlConversionFailure(..)
         | E::IntegralValueOutOfRange(..)
@@ -372,4 +374,49 @@ fn schema_version(connection: &Connection, known: i64) -> Result<i64, OpenError>
         return Err(OpenError::NewerSchema { found, known });
     }
     Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::ffi;
+
+    use super::*;
+
+    /// Every code the store meets, with the extended codes that matter, and
+    /// what it means for the store.
+    #[test]
+    fn errors_are_sorted_by_what_they_mean_for_the_store() {
+        let reopen = Fault::Outage { reopen: true };
+        let wait = Fault::Outage { reopen: false };
+        let cases = [
+            (ffi::SQLITE_READONLY, reopen),
+            (ffi::SQLITE_READONLY_DBMOVED, reopen),
+            (ffi::SQLITE_READONLY_CANTINIT, reopen),
+            (ffi::SQLITE_READONLY_DIRECTORY, reopen),
+            (ffi::SQLITE_IOERR, reopen),
+            (ffi::SQLITE_IOERR_WRITE, reopen),
+            (ffi::SQLITE_IOERR_FSYNC, reopen),
+            (ffi::SQLITE_CANTOPEN, reopen),
+            (ffi::SQLITE_PERM, reopen),
+            (ffi::SQLITE_BUSY, wait),
+            (ffi::SQLITE_BUSY_SNAPSHOT, wait),
+            (ffi::SQLITE_LOCKED, wait),
+            (ffi::SQLITE_FULL, wait),
+            (ffi::SQLITE_NOMEM, wait),
+            (ffi::SQLITE_PROTOCOL, wait),
+            (ffi::SQLITE_CONSTRAINT_TRIGGER, Fault::Refused),
+            (ffi::SQLITE_TOOBIG, Fault::Refused),
+            (ffi::SQLITE_MISMATCH, Fault::Refused),
+            (ffi::SQLITE_CORRUPT, Fault::Broken),
+            (ffi::SQLITE_NOTADB, Fault::Broken),
+            (ffi::SQLITE_MISUSE, Fault::Broken),
+            (ffi::SQLITE_ERROR, Fault::Broken),
+        ];
+        for (code, expected) in cases {
+            let failure = rusqlite::Error::SqliteFailure(ffi::Error::new(code), None);
+            assert_eq!(fault(&failure), expected, "code {code} ({failure})");
+            let unavailable = matches!(error(failure), StoreError::Unavailable(_));
+            assert_eq!(unavailable, matches!(expected, Fault::Outage { .. }), "code {code}");
+        }
+    }
 }
