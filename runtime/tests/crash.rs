@@ -138,7 +138,21 @@ fn setting<T>(name: &str, default: T, range: RangeInclusive<T>) -> Result<T, Str
 where
     T: FromStr + PartialOrd + fmt::Display,
 {
-    let text = match std::env::var(name) {
+    read_setting(name, std::env::var(name), default, range)
+}
+
+/// `setting` for the value `value` of `name`, apart from the environment
+/// so that a test can give it any value.
+fn read_setting<T>(
+    name: &str,
+    value: Result<String, VarError>,
+    default: T,
+    range: RangeInclusive<T>,
+) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    let text = match value {
         Err(VarError::NotPresent) => return Ok(default),
         Err(VarError::NotUnicode(text)) => return Err(format!("`{name}` is not text: {text:?}")),
         Ok(text) => text,
@@ -368,5 +382,19 @@ impl Random {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % bound
+    }
+}
+
+#[test]
+fn a_size_is_read_whole_or_refused_with_its_name_and_its_default() {
+    let read = |value: Result<&str, VarError>| {
+        read_setting("SWITCHYARD_CRASH_ROUNDS", value.map(str::to_owned), 40, 1..=1_000)
+    };
+    assert_eq!(read(Err(VarError::NotPresent)), Ok(40));
+    assert_eq!(read(Ok(" 1000\n")), Ok(1_000));
+    let refused = "`SWITCHYARD_CRASH_ROUNDS` must be a whole number from 1 to 1000, not `{}`\n\
+                   help: unset it for the default, 40";
+    for bad in ["", "ten", "-1", "0", "1001", "2.5"] {
+        assert_eq!(read(Ok(bad)), Err(refused.replace("{}", bad)), "for `{bad}`");
     }
 }
