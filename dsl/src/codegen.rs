@@ -523,7 +523,12 @@ fn handled(
             }
             None => quote!({ #body }),
         };
-        chain = if i == 0 { branch } else { quote!(#chain else #branch) };
+        // Appended, not interpolated: a long chain of guards is not copied
+        // once per guard.
+        if i > 0 {
+            chain.extend(quote!(else));
+        }
+        chain.extend(branch);
     }
     chain
 }
@@ -664,86 +669,101 @@ enum Mode {
 /// span of its first source token, and closing groups that of its last, so
 /// that an error about the whole expression underlines all of it.
 fn expr(g: &Gen<'_>, e: &ast::Expr, mode: Mode) -> TokenStream {
+    let mut out = TokenStream::new();
+    write_expr(g, e, mode, &mut out);
+    out
+}
+
+/// Appends an expression's tokens to `out`. Every token is written once,
+/// where it ends up: an operand is never built apart and then copied into
+/// its parent (as interpolating it with `quote!` would), which made the work
+/// grow with the square of an expression's depth. Only a group's contents are
+/// built apart, and the group takes them without a copy.
+fn write_expr(g: &Gen<'_>, e: &ast::Expr, mode: Mode, out: &mut TokenStream) {
     let (lo, hi) = (g.lo(e.span), g.hi(e.span));
-    let tokens = match &e.kind {
-        ExprKind::Lit(lit) => return literal(lit, mode, lo, hi),
+    match &e.kind {
+        ExprKind::Lit(lit) => out.extend(literal(lit, mode, lo, hi)),
+        ExprKind::Path(segments) => out.extend(path_tokens(g, segments)),
+        ExprKind::Name(_) | ExprKind::Field(..) => write_place(g, e, mode, out),
+        ExprKind::Call(callee, args) => {
+            write_operand(g, callee, Mode::Place, false, out);
+            out.extend([arguments(g, args, hi)]);
+        }
+        ExprKind::MethodCall(receiver, method, args) => {
+            write_operand(g, receiver, Mode::Place, false, out);
+            let span = g.lo(method.span);
+            out.extend(quote_spanned!(span=> .));
+            out.extend([TokenTree::Ident(rust_ident(&method.node, span)), arguments(g, args, hi)]);
+        }
+        ExprKind::Struct(path, fields) => {
+            out.extend(type_path(g, path));
+            let fields = fields.iter().map(|f| field_init(g, f));
+            out.extend([group(Delimiter::Brace, quote!(#(#fields,)*), hi)]);
+        }
+        ExprKind::Unary(op, inner) => {
+            out.extend(match op {
+                UnaryOp::Not => quote_spanned!(lo=> !),
+                UnaryOp::Neg => quote_spanned!(lo=> -),
+            });
+            write_operand(g, inner, Mode::Value, true, out);
+        }
+        ExprKind::Binary(op, left, right) => {
+            let operands = if op.is_comparison() { Mode::Place } else { Mode::Value };
+            write_binary_operand(g, *op, left, operands, Side::Left, out);
+            out.extend(respan(binary_op(*op), g.hi(left.span)));
+            write_binary_operand(g, *op, right, operands, Side::Right, out);
+        }
+        ExprKind::List(items) => {
+            let items = items.iter().map(|i| expr(g, i, Mode::Value));
+            out.extend(quote_spanned!(lo=> ::std::vec!));
+            out.extend([group(Delimiter::Bracket, quote!(#(#items),*), hi)]);
+        }
+        ExprKind::Paren(inner) => {
+            out.extend([group(Delimiter::Parenthesis, expr(g, inner, mode), hi)])
+        }
+    }
+}
+
+/// A name or a field path. Taken by value, one rooted at what `decide`
+/// borrows is cloned, by a method call rather than `Clone::clone(&x)`: a type
+/// error then reads "expected `u64`, found `String`" instead of speaking of
+/// references.
+fn write_place(g: &Gen<'_>, e: &ast::Expr, mode: Mode, out: &mut TokenStream) {
+    let (lo, hi) = (g.lo(e.span), g.hi(e.span));
+    match &e.kind {
         ExprKind::Name(name) if name == "id" => {
             let id = Ident::new("id", lo);
-            let star = Punct::new('*', Spacing::Alone);
-            let mut star = TokenTree::Punct(star);
+            let mut star = TokenTree::Punct(Punct::new('*', Spacing::Alone));
             star.set_span(lo);
-            group(Delimiter::Parenthesis, quote!(#star #id), lo).into_token_stream()
+            out.extend([group(Delimiter::Parenthesis, quote!(#star #id), lo)]);
         }
-        ExprKind::Name(name) => rust_ident(name, lo).into_token_stream(),
-        ExprKind::Path(segments) => {
-            return path_tokens(g, segments);
-        }
+        ExprKind::Name(name) => out.extend([TokenTree::Ident(rust_ident(name, lo))]),
         ExprKind::Field(base, field) => {
-            let base = operand(g, base, Mode::Place, false);
+            write_operand(g, base, Mode::Place, false, out);
             let span = g.lo(field.span);
             let field = match field.node.parse::<usize>() {
                 Ok(index) => {
                     let mut index = Literal::usize_unsuffixed(index);
                     index.set_span(span);
-                    index.into_token_stream()
+                    TokenTree::Literal(index)
                 }
-                Err(_) => rust_ident(&field.node, span).into_token_stream(),
+                Err(_) => TokenTree::Ident(rust_ident(&field.node, span)),
             };
-            quote_spanned!(span=> #base.#field)
+            out.extend(quote_spanned!(span=> .));
+            out.extend([field]);
         }
-        ExprKind::Call(callee, args) => {
-            let callee = operand(g, callee, Mode::Place, false);
-            let args = args.iter().map(|a| expr(g, a, Mode::Value));
-            let args = group(Delimiter::Parenthesis, quote!(#(#args),*), hi);
-            return quote!(#callee #args);
-        }
-        ExprKind::MethodCall(receiver, method, args) => {
-            let receiver = operand(g, receiver, Mode::Place, false);
-            let span = g.lo(method.span);
-            let method = rust_ident(&method.node, span);
-            let args = args.iter().map(|a| expr(g, a, Mode::Value));
-            let args = group(Delimiter::Parenthesis, quote!(#(#args),*), hi);
-            return quote_spanned!(span=> #receiver.#method #args);
-        }
-        ExprKind::Struct(path, fields) => {
-            let path = type_path(g, path);
-            let fields = fields.iter().map(|f| field_init(g, f));
-            let body = group(Delimiter::Brace, quote!(#(#fields,)*), hi);
-            return quote!(#path #body);
-        }
-        ExprKind::Unary(op, inner) => {
-            let inner = operand(g, inner, Mode::Value, true);
-            return match op {
-                UnaryOp::Not => quote_spanned!(lo=> !#inner),
-                UnaryOp::Neg => quote_spanned!(lo=> -#inner),
-            };
-        }
-        ExprKind::Binary(op, left, right) => {
-            let operands = if op.is_comparison() { Mode::Place } else { Mode::Value };
-            let left_tokens = binary_operand(g, *op, left, operands, Side::Left);
-            let right_tokens = binary_operand(g, *op, right, operands, Side::Right);
-            let op = respan(binary_op(*op), g.hi(left.span));
-            return quote!(#left_tokens #op #right_tokens);
-        }
-        ExprKind::List(items) => {
-            let items = items.iter().map(|i| expr(g, i, Mode::Value));
-            let items = group(Delimiter::Bracket, quote!(#(#items),*), hi);
-            return quote_spanned!(lo=> ::std::vec! #items);
-        }
-        ExprKind::Paren(inner) => {
-            let inner = expr(g, inner, mode);
-            return group(Delimiter::Parenthesis, inner, hi).into_token_stream();
-        }
-    };
-    // Only names and field paths reach here: clone them when taken by value.
-    // A method call rather than `Clone::clone(&x)`: a type error then reads
-    // "expected `u64`, found `String`" instead of speaking of references.
-    if mode == Mode::Value && is_borrowed_place(e) {
-        let args = group(Delimiter::Parenthesis, TokenStream::new(), hi);
-        quote_spanned!(hi=> #tokens.clone #args)
-    } else {
-        tokens
+        _ => unreachable!("only names and fields are places"),
     }
+    if mode == Mode::Value && is_borrowed_place(e) {
+        out.extend(quote_spanned!(hi=> .clone));
+        out.extend([group(Delimiter::Parenthesis, TokenStream::new(), hi)]);
+    }
+}
+
+/// The arguments of a call, in parentheses that carry the span of its last token.
+fn arguments(g: &Gen<'_>, args: &[ast::Expr], hi: Span) -> TokenTree {
+    let args = args.iter().map(|a| expr(g, a, Mode::Value));
+    group(Delimiter::Parenthesis, quote!(#(#args),*), hi)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -756,13 +776,14 @@ enum Side {
 /// read it differently without them: a looser operator, a right operand of
 /// the same precedence, or a comparison inside a comparison (Rust does not
 /// chain them).
-fn binary_operand(
+fn write_binary_operand(
     g: &Gen<'_>,
     parent: BinaryOp,
     e: &ast::Expr,
     mode: Mode,
     side: Side,
-) -> TokenStream {
+    out: &mut TokenStream,
+) {
     let needs_parens = match &e.kind {
         ExprKind::Binary(child, _, _) => {
             let (parent_rank, child_rank) = (parent.precedence(), child.precedence());
@@ -772,29 +793,27 @@ fn binary_operand(
         }
         _ => false,
     };
-    let tokens = expr(g, e, mode);
     if needs_parens {
         // The group takes the span of the operand's outer token, so that the
         // operator expression around it still spans from its first token to its last.
         let span = if side == Side::Left { g.lo(e.span) } else { g.hi(e.span) };
-        group(Delimiter::Parenthesis, tokens, span).into_token_stream()
+        out.extend([group(Delimiter::Parenthesis, expr(g, e, mode), span)]);
     } else {
-        tokens
+        write_expr(g, e, mode, out);
     }
 }
 
 /// The receiver of a method or field, the callee of a call, or the operand
 /// of a unary operator: in parentheses when it is an operator expression.
-fn operand(g: &Gen<'_>, e: &ast::Expr, mode: Mode, unary: bool) -> TokenStream {
-    let tokens = expr(g, e, mode);
+fn write_operand(g: &Gen<'_>, e: &ast::Expr, mode: Mode, unary: bool, out: &mut TokenStream) {
     match &e.kind {
         ExprKind::Binary(..) => {
-            group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream()
+            out.extend([group(Delimiter::Parenthesis, expr(g, e, mode), g.lo(e.span))]);
         }
         ExprKind::Unary(..) if !unary => {
-            group(Delimiter::Parenthesis, tokens, g.lo(e.span)).into_token_stream()
+            out.extend([group(Delimiter::Parenthesis, expr(g, e, mode), g.lo(e.span))]);
         }
-        _ => tokens,
+        _ => write_expr(g, e, mode, out),
     }
 }
 

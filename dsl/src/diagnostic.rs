@@ -26,6 +26,7 @@ impl fmt::Display for Severity {
 /// order of `docs/diagnostics.md`. The codes are stable: tools match on them.
 pub const CODES: &[(&str, Severity)] = &[
     ("syntax", Severity::Error),
+    ("too-deep", Severity::Error),
     ("duplicate", Severity::Error),
     ("unknown-name", Severity::Error),
     ("misplaced-event", Severity::Error),

@@ -62,7 +62,9 @@ pub fn format(text: &str) -> Result<String, Vec<Diagnostic>> {
     if diagnostics.iter().any(Diagnostic::is_error) {
         return Err(diagnostics);
     }
-    let formatted = print(text, &file);
+    // A byte order mark stays: formatting changes the layout, not the encoding.
+    let bom = if text.starts_with('\u{FEFF}') { "\u{FEFF}" } else { "" };
+    let formatted = format!("{bom}{}", print(text, &file));
     // A formatter that changes what a file means, or loses a comment, must
     // not get to overwrite it: the printed text is parsed again and compared.
     let (again, errors) = crate::parse(&formatted);

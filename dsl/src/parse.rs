@@ -11,23 +11,31 @@ use crate::ast::*;
 use crate::diagnostic::Diagnostic;
 use crate::span::{Span, Spanned};
 
+mod depth;
+
 #[derive(pest_derive::Parser)]
 #[grammar = "grammar.pest"]
 struct Grammar;
 
-/// Deeper nesting of brackets than this is refused before pest sees the text,
-/// so that absurd input is an error rather than a stack overflow.
-const MAX_NESTING: usize = 64;
+thread_local! {
+    /// The operator table, built once per thread.
+    static PRATT: PrattParser<Rule> = pratt();
+}
 
 /// Parses a whole file. On a syntax error the tree is empty and the one
-/// diagnostic says where and why.
+/// diagnostic says where and why; so it is for a text nested deeper than
+/// the limits of [`depth`], with a diagnostic for each place too deep.
 pub fn parse(text: &str) -> (File, Vec<Diagnostic>) {
-    if let Some(diagnostic) = check_nesting(text) {
+    if let Some(diagnostic) = depth::check_text(text) {
         return (File::default(), vec![diagnostic]);
     }
     match parse_quickly(text) {
         Ok(mut pairs) => {
             let file = pairs.next().expect("`file` is the top rule");
+            let too_deep = depth::check_tree(file.clone());
+            if !too_deep.is_empty() {
+                return (File::default(), too_deep);
+            }
             let processes =
                 children(file).filter(|p| p.as_rule() == Rule::process).map(process).collect();
             (File { processes, comments: comments(text) }, Vec::new())
@@ -106,28 +114,6 @@ fn comments(text: &str) -> Vec<Comment> {
         }
     }
     found
-}
-
-fn check_nesting(text: &str) -> Option<Diagnostic> {
-    let mut depth = 0usize;
-    for (offset, byte) in text.bytes().enumerate() {
-        match byte {
-            b'(' | b'[' | b'{' | b'<' => depth += 1,
-            b')' | b']' | b'}' | b'>' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-        if depth > MAX_NESTING {
-            return Some(
-                Diagnostic::error(
-                    "syntax",
-                    Span::new(offset, offset + 1),
-                    format!("brackets nested more than {MAX_NESTING} deep"),
-                )
-                .with_help("split the expression, or move the computation into a Rust function"),
-            );
-        }
-    }
-    None
 }
 
 /// The children of a pair, without keyword tokens.
@@ -420,9 +406,6 @@ fn pratt() -> PrattParser<Rule> {
 }
 
 fn expr(pair: Pair<'_, Rule>) -> Expr {
-    thread_local! {
-        static PRATT: PrattParser<Rule> = pratt();
-    }
     PRATT.with(|pratt| {
         pratt
             .map_primary(primary)

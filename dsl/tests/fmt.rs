@@ -132,6 +132,12 @@ fn an_empty_file_stays_empty_and_a_comment_only_file_keeps_its_comments() {
     assert_eq!(format("  // one\n/* two */   // three\n").unwrap(), "// one\n/* two */ // three\n");
 }
 
+#[test]
+fn a_byte_order_mark_is_kept() {
+    let text = "\u{FEFF}process P {\ncorrelate by id: u64\n}\n";
+    assert_eq!(format(text).unwrap(), "\u{FEFF}process P {\n    correlate by id: u64\n}\n");
+}
+
 const MESSY_INDENTATION: &str = r#"
   /// Coordinates an order.
 process   Registration{

@@ -319,3 +319,40 @@ fn send_fields_and_docs_are_kept() {
     let fields = fields.as_ref().unwrap();
     assert_eq!(fields.iter().map(|f| f.name.node.as_str()).collect::<Vec<_>>(), ["a", "b"]);
 }
+
+/// A process whose handler's guard is `guard`, and whose statements are `body`.
+fn with_guard(guard: &str, body: &str) -> String {
+    format!(
+        "process P {{\n    correlate by id: u64\n    data {{ a: u64 = 0 }}\n    initial state A {{\n        on X when {guard} {{ {body} -> Done }}\n        on X {{ -> Done }}\n    }}\n    final state Done\n}}\n"
+    )
+}
+
+/// Only brackets of the language count towards the limit of 64: not those
+/// in comments and strings, and not `<`, which compares as often as it opens
+/// generic arguments.
+#[test]
+fn brackets_in_comments_strings_and_comparisons_do_not_nest() {
+    let comparisons = vec!["data.a < 1"; 100].join(" && ");
+    let opening = format!("// {}\n/* {} */", "(".repeat(100), "{".repeat(100));
+    let string = format!("send C {{ text: \"{}\" }}", "[".repeat(100));
+    for text in [
+        with_guard(&comparisons, ""),
+        with_guard("true", &format!("{opening}\n")),
+        with_guard("true", &string),
+        with_guard(&vec!["data.a < f(data.a)"; 100].join(" || "), ""),
+    ] {
+        let (model, diagnostics) = compile(&text);
+        assert!(model.is_some(), "{text}\n{diagnostics:#?}");
+    }
+}
+
+/// Some editors open a file with a byte order mark.
+#[test]
+fn a_byte_order_mark_opens_a_file() {
+    let text =
+        "\u{FEFF}process P {\n    correlate by id: u64\n    initial state A { on X { -> A } }\n}\n";
+    let (model, diagnostics) = compile(text);
+    assert!(model.is_some(), "{diagnostics:#?}");
+    // Spans count the mark's three bytes, like any other text before them.
+    assert_eq!(&text[model.unwrap().processes[0].name.span.range()], "P");
+}

@@ -2,7 +2,9 @@
 //! written back to text with a map from text offsets to token spans, so that
 //! every finding points at the DSL tokens it is about.
 
-use proc_macro2::{Delimiter, Spacing, Span, TokenStream, TokenTree};
+use std::iter::Peekable;
+
+use proc_macro2::{Delimiter, Spacing, Span, TokenStream, TokenTree, token_stream};
 use quote::quote;
 
 /// Compiles an inline definition.
@@ -37,10 +39,23 @@ struct Text {
     joint: bool,
 }
 
+/// A group's tokens still to write, and its closing bracket.
+type Frame = (Peekable<token_stream::IntoIter>, Option<(&'static str, Span)>);
+
 impl Text {
+    /// Writes a stream, entering groups with a stack of its own rather than
+    /// by recursion, so that tokens nested however deep cannot overflow the
+    /// stack of rustc; the compiler then refuses what nests too deep.
     fn write_stream(&mut self, stream: TokenStream) {
-        let mut tokens = stream.into_iter().peekable();
-        while let Some(token) = tokens.next() {
+        let mut stack: Vec<Frame> = vec![(stream.into_iter().peekable(), None)];
+        while let Some((tokens, _)) = stack.last_mut() {
+            let Some(token) = tokens.next() else {
+                if let Some((_, Some((close, span)))) = stack.pop() {
+                    self.separate();
+                    self.push(close, span);
+                }
+                continue;
+            };
             // A `///` comment arrives as `#[doc = "..."]`: write it back as one.
             if let TokenTree::Punct(p) = &token
                 && p.as_char() == '#'
@@ -55,25 +70,26 @@ impl Text {
                 self.text.push('\n');
                 continue;
             }
-            self.write_tree(token);
+            match token {
+                TokenTree::Group(group) => {
+                    let (open, close) = match group.delimiter() {
+                        Delimiter::Parenthesis => ("(", ")"),
+                        Delimiter::Brace => ("{", "}"),
+                        Delimiter::Bracket => ("[", "]"),
+                        Delimiter::None => ("", ""),
+                    };
+                    self.separate();
+                    self.push(open, group.span_open());
+                    let close = Some((close, group.span_close()));
+                    stack.push((group.stream().into_iter().peekable(), close));
+                }
+                token => self.write_token(token),
+            }
         }
     }
 
-    fn write_tree(&mut self, token: TokenTree) {
+    fn write_token(&mut self, token: TokenTree) {
         match token {
-            TokenTree::Group(group) => {
-                let (open, close) = match group.delimiter() {
-                    Delimiter::Parenthesis => ("(", ")"),
-                    Delimiter::Brace => ("{", "}"),
-                    Delimiter::Bracket => ("[", "]"),
-                    Delimiter::None => ("", ""),
-                };
-                self.separate();
-                self.push(open, group.span_open());
-                self.write_stream(group.stream());
-                self.separate();
-                self.push(close, group.span_close());
-            }
             TokenTree::Punct(punct) => {
                 if !self.joint {
                     self.separate();
@@ -90,6 +106,7 @@ impl Text {
                 self.separate();
                 self.push(&literal.to_string(), literal.span());
             }
+            TokenTree::Group(_) => unreachable!("`write_stream` enters groups"),
         }
         self.joint = false;
     }
@@ -109,22 +126,21 @@ impl Text {
 
     /// The span of the last token that starts in `start..end`: the end of a
     /// construct whose span runs on over the whitespace after it. A range
-    /// that holds no token start gives the token at or after `start`.
+    /// that holds no token start gives the token at or after `start`. Tokens
+    /// are in text order, so both lookups are binary searches: code
+    /// generation asks one for each token it writes.
     fn last_span(&self, start: usize, end: usize) -> Span {
-        self.spans
-            .iter()
-            .rev()
-            .find(|(token_start, _, _)| *token_start < end && *token_start >= start)
-            .map_or_else(|| self.span_at(start), |(_, _, span)| *span)
+        let before_end = self.spans.partition_point(|(token_start, _, _)| *token_start < end);
+        match before_end.checked_sub(1).map(|i| self.spans[i]) {
+            Some((token_start, _, span)) if token_start >= start => span,
+            _ => self.span_at(start),
+        }
     }
 
     /// The span of the token at or after `offset`.
     fn span_at(&self, offset: usize) -> Span {
-        self.spans
-            .iter()
-            .find(|(_, end, _)| *end > offset)
-            .or(self.spans.last())
-            .map_or_else(Span::call_site, |(_, _, span)| *span)
+        let at = self.spans.partition_point(|(_, end, _)| *end <= offset);
+        self.spans.get(at).or(self.spans.last()).map_or_else(Span::call_site, |(_, _, span)| *span)
     }
 }
 
@@ -142,5 +158,73 @@ fn doc_text(stream: TokenStream) -> Option<String> {
             Some(lit.value().replace('\n', " "))
         }
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use proc_macro2::TokenStream;
+
+    use super::expand;
+
+    /// The expansion of an inline definition whose text is `text`.
+    fn expanded(text: &str) -> String {
+        let tokens: TokenStream = text.parse().expect("the text is Rust tokens");
+        expand(tokens).to_string()
+    }
+
+    /// A definition whose data field has type `ty` and whose handler sets it to `expr`.
+    fn definition(ty: &str, expr: &str) -> String {
+        format!(
+            "process P {{ correlate by id: u64 data {{ x: {ty} }} initial state A {{ on E {{ set x = {expr} -> Done }} }} final state Done }}"
+        )
+    }
+
+    /// `open`, `core` and `close`, nested `times` deep, or, for `None`,
+    /// enough times to make 100 KB.
+    fn nested(open: &str, core: &str, close: &str, times: Option<usize>) -> String {
+        let times = times.unwrap_or(100_000 / (open.len() + close.len()));
+        format!("{}{core}{}", open.repeat(times), close.repeat(times))
+    }
+
+    /// Each deep shape of the grammar as a whole definition, nested as [`nested`] says.
+    fn shapes(times: Option<usize>) -> Vec<(&'static str, String)> {
+        let expr = |open, core, close| definition("u64", &nested(open, core, close, times));
+        vec![
+            ("prefix_not", expr("!", "true", "")),
+            ("sum", expr("data.x + ", "data.x", "")),
+            ("method_chain", expr("", "data.x", ".f()")),
+            ("call_chain", expr("", "f", "()")),
+            ("parentheses", expr("(", "1", ")")),
+            ("lists", expr("[", "1", "]")),
+            ("struct_literals", expr("S { a: ", "1", " }")),
+            ("generic_types", definition(&nested("Vec<", "u64", ">", times), "0")),
+            ("tuple_types", definition(&nested("(", "u64", ",)", times), "0")),
+        ]
+    }
+
+    /// About 100 KB of every deep shape is refused with the compiler's
+    /// diagnostic, as a `compile_error!`, and never overflows the stack.
+    #[test]
+    fn a_hundred_kilobytes_of_every_deep_shape_is_refused() {
+        for (name, text) in shapes(None) {
+            assert!(text.len() >= 100_000, "{name}: {} bytes", text.len());
+            let expanded = expanded(&text);
+            assert!(
+                expanded.contains("compile_error") && expanded.contains("[too-deep]"),
+                "{name}: {}",
+                &expanded[..expanded.len().min(500)]
+            );
+        }
+    }
+
+    /// Nested as deep as every limit allows, each shape expands to code.
+    #[test]
+    fn every_deep_shape_within_the_limits_expands() {
+        for (name, text) in shapes(Some(32)) {
+            let expanded = expanded(&text);
+            assert!(!expanded.contains("compile_error"), "{name}: {expanded}");
+            assert!(expanded.contains("fn decide"), "{name}");
+        }
     }
 }

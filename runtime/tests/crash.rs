@@ -32,7 +32,7 @@ use std::process::{Child, Command, Stdio};
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use findings::{Count, Deliveries, Store};
+use findings::{Deliveries, Store};
 
 #[test]
 fn killed_at_random_moments_the_engine_loses_and_repeats_nothing() {
@@ -138,7 +138,21 @@ fn setting<T>(name: &str, default: T, range: RangeInclusive<T>) -> Result<T, Str
 where
     T: FromStr + PartialOrd + fmt::Display,
 {
-    let text = match std::env::var(name) {
+    read_setting(name, std::env::var(name), default, range)
+}
+
+/// `setting` for the value `value` of `name`, apart from the environment
+/// so that a test can give it any value.
+fn read_setting<T>(
+    name: &str,
+    value: Result<String, VarError>,
+    default: T,
+    range: RangeInclusive<T>,
+) -> Result<T, String>
+where
+    T: FromStr + PartialOrd + fmt::Display,
+{
+    let text = match value {
         Err(VarError::NotPresent) => return Ok(default),
         Err(VarError::NotUnicode(text)) => return Err(format!("`{name}` is not text: {text:?}")),
         Ok(text) => text,
@@ -262,11 +276,6 @@ fn spawn(sizes: Sizes, files: &Files, prefix: usize, finish: bool) -> std::io::R
     command.stdout(Stdio::null()).stderr(Stdio::piped()).spawn()
 }
 
-/// Shows a row count, or why there is none.
-fn shown(count: &Count) -> String {
-    count.as_ref().map_or_else(|error| format!("? ({error})"), ToString::to_string)
-}
-
 /// Fails with the first few of `problems`, if there are any.
 fn none(problems: &[String], what: &str) {
     let first: Vec<&str> = problems.iter().take(5).map(String::as_str).collect();
@@ -315,68 +324,17 @@ impl fmt::Display for Report {
     /// One line per figure, so that a soak run can be read, and grepped,
     /// at a glance.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let Report { sizes, seed, runs, deliveries: d, store, elapsed } = self;
+        let Report { sizes, seed, runs, deliveries, store, elapsed } = self;
         let Sizes { accounts, deposits, rounds, final_kills } = sizes;
         writeln!(f, "crash report")?;
         writeln!(f, "  seed: {seed}")?;
-        writeln!(
-            f,
-            "  sizes: {accounts} accounts, {deposits} deposits, {rounds} rounds, {final_kills} final kills"
-        )?;
+        write!(f, "  sizes: {accounts} accounts, {deposits} deposits, ")?;
+        writeln!(f, "{rounds} rounds, {final_kills} final kills")?;
         writeln!(f, "  kills: {}", runs.killed)?;
         writeln!(f, "  runs: {} (the last let finish)", runs.started)?;
-        writeln!(
-            f,
-            "  events: {} in the stream, {} submitted over all runs",
-            sizes.events(),
-            runs.submitted
-        )?;
-        writeln!(
-            f,
-            "  commands: {} expected, {} delivered ({} deliveries, {} repeats)",
-            d.expected, d.delivered, d.deliveries, d.repeats
-        )?;
-        writeln!(
-            f,
-            "  lost: {} ({} Records and {} Reports never delivered, {} inputs not taken)",
-            d.lost(),
-            d.records_lost.len(),
-            d.reports_lost.len(),
-            d.counted_short.len()
-        )?;
-        writeln!(
-            f,
-            "  doubled: {} ({} inputs taken twice, {} commands under another or a second id)",
-            d.doubled(),
-            d.counted_twice.len(),
-            d.other_ids.len()
-        )?;
-        writeln!(
-            f,
-            "  timers: {} lost (Close, no Report), {} fired when cancelled (Nag)",
-            d.reports_lost.len(),
-            d.cancelled_fired.len()
-        )?;
-        writeln!(f, "  unexpected deliveries: {}", d.unexpected.len())?;
-        writeln!(
-            f,
-            "  log: {}",
-            d.unreadable.as_deref().unwrap_or("read to its last complete line")
-        )?;
-        writeln!(f, "  integrity: {}", store.integrity)?;
-        writeln!(
-            f,
-            "  left in the store: {} outbox, {} timers, {} dead letters",
-            shown(&store.outbox),
-            shown(&store.timers),
-            shown(&store.dead_letters)
-        )?;
-        writeln!(
-            f,
-            "  accounts: {} of {accounts} closed after exactly their deposits",
-            store.closed
-        )?;
-        writeln!(f, "  inbox: {} of {} inputs", shown(&store.inbox), store.expected_inbox)?;
+        let (events, submitted) = (sizes.events(), runs.submitted);
+        writeln!(f, "  events: {events} in the stream, {submitted} submitted over all runs")?;
+        write!(f, "{deliveries}{store}")?;
         writeln!(f, "  failure: {}", runs.failure.as_deref().unwrap_or("none"))?;
         writeln!(f, "  time: {:.1}s", elapsed.as_secs_f64())
     }
@@ -424,5 +382,19 @@ impl Random {
         self.0 ^= self.0 >> 7;
         self.0 ^= self.0 << 17;
         self.0 % bound
+    }
+}
+
+#[test]
+fn a_size_is_read_whole_or_refused_with_its_name_and_its_default() {
+    let read = |value: Result<&str, VarError>| {
+        read_setting("SWITCHYARD_CRASH_ROUNDS", value.map(str::to_owned), 40, 1..=1_000)
+    };
+    assert_eq!(read(Err(VarError::NotPresent)), Ok(40));
+    assert_eq!(read(Ok(" 1000\n")), Ok(1_000));
+    let refused = "`SWITCHYARD_CRASH_ROUNDS` must be a whole number from 1 to 1000, not `{}`\n\
+                   help: unset it for the default, 40";
+    for bad in ["", "ten", "-1", "0", "1001", "2.5"] {
+        assert_eq!(read(Ok(bad)), Err(refused.replace("{}", bad)), "for `{bad}`");
     }
 }

@@ -5,6 +5,7 @@
 //! problem, so that the report can say all of it before the test asserts.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
 use std::path::Path;
 
 use switchyard_runtime::Process as _;
@@ -52,6 +53,7 @@ pub struct Store {
     /// Inputs the Account instances handled, by the inbox.
     pub inbox: Count,
     pub expected_inbox: i64,
+    pub accounts: u32,
     /// Accounts closed after exactly their deposits.
     pub closed: usize,
     /// Accounts that did not close, counted wrongly, or are missing.
@@ -124,6 +126,7 @@ pub fn store(db: &Path, accounts: u32, deposits: u32) -> Store {
         // Opened, each deposit, and the Close timer: each handled once.
         inbox: count("SELECT count(*) FROM inbox WHERE process = 'Account'"),
         expected_inbox: i64::from(accounts * (deposits + 2)),
+        accounts,
         closed: 0,
         wrong_accounts: Vec::new(),
     };
@@ -167,6 +170,56 @@ impl Deliveries {
             self.counted_short.push(format!("{what} counted {counts:?}, not {count}"));
         }
         true
+    }
+}
+
+impl fmt::Display for Deliveries {
+    /// One line per figure. When the log does not read, the figures it
+    /// would give are unknown rather than zero.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let d = self;
+        let known = |figure: String| if d.unreadable.is_some() { "unknown".into() } else { figure };
+        let log = d.unreadable.as_deref().unwrap_or("read to its last complete line");
+        writeln!(f, "  log: {log}")?;
+        let delivered = known(d.delivered.to_string());
+        writeln!(f, "  commands: {} expected, {delivered} delivered", d.expected)?;
+        let repeats = format!("{} ({} repeats under the same id)", d.deliveries, d.repeats);
+        writeln!(f, "  deliveries: {}", known(repeats))?;
+        let (records, reports, short) =
+            (d.records_lost.len(), d.reports_lost.len(), d.counted_short.len());
+        let lost = format!(
+            "{} ({records} Records and {reports} Reports never delivered, {short} inputs not taken)",
+            d.lost()
+        );
+        writeln!(f, "  lost: {}", known(lost))?;
+        let (twice, ids) = (d.counted_twice.len(), d.other_ids.len());
+        let doubled = format!(
+            "{} ({twice} inputs taken twice, {ids} commands under another or a second id)",
+            d.doubled()
+        );
+        writeln!(f, "  doubled: {}", known(doubled))?;
+        let timers = format!(
+            "{reports} lost (Close, no Report), {} fired when cancelled (Nag)",
+            d.cancelled_fired.len()
+        );
+        writeln!(f, "  timers: {}", known(timers))?;
+        writeln!(f, "  unexpected deliveries: {}", known(d.unexpected.len().to_string()))
+    }
+}
+
+impl fmt::Display for Store {
+    /// One line per figure.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let shown = |count: &Count| {
+            count.as_ref().map_or_else(|error| format!("? ({error})"), ToString::to_string)
+        };
+        let (outbox, timers, dead) =
+            (shown(&self.outbox), shown(&self.timers), shown(&self.dead_letters));
+        writeln!(f, "  integrity: {}", self.integrity)?;
+        writeln!(f, "  left in the store: {outbox} outbox, {timers} timers, {dead} dead letters")?;
+        let (closed, accounts) = (self.closed, self.accounts);
+        writeln!(f, "  accounts: {closed} of {accounts} closed after exactly their deposits")?;
+        writeln!(f, "  inbox: {} of {} inputs", shown(&self.inbox), self.expected_inbox)
     }
 }
 
