@@ -407,3 +407,170 @@ async fn an_event_no_process_or_subscriber_takes_is_dead_lettered_and_counted() 
     assert_eq!(letters[0].reason, "no process or subscriber of this engine takes event `Closed`");
     assert_eq!((engine.stats().unrouted, engine.stats().dead_lettered), (1, 1));
 }
+
+/// Runs two engines on one store, each with its own bus, and hands them
+/// the deposits of the same accounts by turns: each engine's cached
+/// instance goes stale whenever the other writes it, so their writes
+/// conflict. Then both at once, as fast as they take them.
+async fn two_engines_on_one_store(first: impl Store, second: impl Store) {
+    const ACCOUNTS: u32 = 8;
+    const DEPOSITS: u32 = 40;
+    let received = Received::default();
+    let engines = [
+        accounts(Engine::builder(), &received).store(first).workers(2).build(),
+        accounts(Engine::builder(), &received).store(second).workers(2).build(),
+    ];
+    for account in 0..ACCOUNTS {
+        engines[0].publish(Opened { account });
+    }
+    idle(&engines[0]).await;
+    // By turns, waiting for each: every turn meets the other's write.
+    for number in 1..=DEPOSITS / 2 {
+        for account in 0..ACCOUNTS {
+            let engine = &engines[(number % 2) as usize];
+            engine.publish(Deposited { account, number });
+            idle(engine).await;
+        }
+    }
+    let turns = engines[0].stats().conflicts + engines[1].stats().conflicts;
+    assert!(turns > 0, "no write conflicted");
+    // Both at once.
+    let submitted: Vec<_> = (DEPOSITS / 2 + 1..=DEPOSITS)
+        .flat_map(|number| (0..ACCOUNTS).map(move |account| (account, number)))
+        .map(|(account, number)| {
+            let engine = engines[(number % 2) as usize].clone();
+            tokio::spawn(async move {
+                engine.submit(Envelope::event(Deposited { account, number })).await
+            })
+        })
+        .collect();
+    for submitted in submitted {
+        submitted.await.unwrap().unwrap();
+    }
+    for engine in &engines {
+        idle(engine).await;
+        assert_eq!(engine.stats().dead_lettered, 0, "{:?}", engine.stats());
+        assert!(engine.dead_letters().await.unwrap().is_empty());
+    }
+    // Every deposit counted once, each count given once, no command twice.
+    let mut expected = BTreeSet::new();
+    for account in 0..ACCOUNTS {
+        let status = engines[0].instance::<Account>(&account).await.unwrap();
+        let Some(InstanceStatus::Running { data, .. }) = status else { panic!("{status:?}") };
+        assert_eq!(data.deposits, DEPOSITS);
+        expected.extend((1..=DEPOSITS).map(|n| (account, n)));
+    }
+    let records: Vec<Record> =
+        received.commands().iter().filter_map(|text| parse_record(text)).collect();
+    assert_eq!(records.len(), (ACCOUNTS * DEPOSITS) as usize, "a command arrived twice or never");
+    let deposits: BTreeSet<_> = records.iter().map(|r| (r.account, r.deposit)).collect();
+    let counts: BTreeSet<_> = records.iter().map(|r| (r.account, r.count)).collect();
+    assert_eq!((deposits, counts), (expected.clone(), expected));
+}
+
+/// A `Record` as [`Received`] noted it.
+fn parse_record(text: &str) -> Option<Record> {
+    let fields: Vec<u32> = text
+        .strip_prefix("Record { ")?
+        .trim_end_matches(" }")
+        .split(", ")
+        .map(|field| field.split(": ").nth(1)?.parse().ok())
+        .collect::<Option<_>>()?;
+    let [account, deposit, count] = fields[..] else { return None };
+    Some(Record { account, deposit, count })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_memory_store_conflict_and_lose_or_double_nothing() {
+    let store = MemoryStore::new();
+    two_engines_on_one_store(store.clone(), store).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_sqlite_file_conflict_and_lose_or_double_nothing() {
+    let path = std::env::temp_dir().join(format!("faults-two-engines-{}.db", std::process::id()));
+    remove_database(&path);
+    let open = || switchyard::SqliteStore::open(&path).unwrap();
+    two_engines_on_one_store(open(), open()).await;
+    remove_database(&path);
+}
+
+fn remove_database(path: &std::path::Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let mut file = path.as_os_str().to_owned();
+        file.push(suffix);
+        let _ = std::fs::remove_file(file);
+    }
+}
+
+/// A memory store whose instance writes meet a version that moved, as if
+/// another engine wrote first, in their first `conflicts` commits.
+#[derive(Clone)]
+struct Contended {
+    inner: MemoryStore,
+    conflicts: Arc<AtomicU32>,
+}
+
+impl Store for Contended {
+    fn load(
+        &self,
+        process: &'static str,
+        keys: Vec<Arc<str>>,
+    ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
+        self.inner.load(process, keys)
+    }
+
+    fn commit<'a>(
+        &'a self,
+        batch: &'a mut Batch,
+    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
+        let writes = batch.instances.len();
+        if writes > 0 && self.conflicts.load(Ordering::SeqCst) > 0 {
+            self.conflicts.fetch_sub(1, Ordering::SeqCst);
+            *batch = Batch::default();
+            return Box::pin(async move { Ok(vec![CommitOutcome::Conflict; writes]) });
+        }
+        self.inner.commit(batch)
+    }
+
+    fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.inner.mark_sent(sequences)
+    }
+
+    fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
+        self.inner.pending_outbox()
+    }
+
+    fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
+        self.inner.pending_timers()
+    }
+
+    fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
+        self.inner.dead_letters()
+    }
+
+    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
+        self.inner.replay(ids, now)
+    }
+
+    fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
+        self.inner.prune(before)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_that_keeps_conflicting_is_decided_again_and_never_dead_lettered() {
+    // Four times the retry policy's attempts in a row.
+    let store = Contended { inner: MemoryStore::new(), conflicts: Arc::new(AtomicU32::new(20)) };
+    let received = Received::default();
+    let engine = accounts(Engine::builder(), &received).store(store).build();
+    engine.submit(Envelope::event(Opened { account: 9 })).await.unwrap();
+    engine.submit(Envelope::event(Deposited { account: 9, number: 1 })).await.unwrap();
+    idle(&engine).await;
+    let stats = engine.stats();
+    assert_eq!((stats.handled, stats.conflicts, stats.dead_lettered), (2, 20, 0), "{stats:?}");
+    assert_eq!(
+        received.commands(),
+        vec![format!("{:?}", Record { account: 9, deposit: 1, count: 1 })]
+    );
+}
