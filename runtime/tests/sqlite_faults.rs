@@ -5,10 +5,16 @@
 //! each test shows what the store answers while it lasts and that the same
 //! store writes again, with nothing applied twice, once it is gone.
 //!
+//! The engine runs on a file it cannot write too: it holds its messages,
+//! dead-letters none of them, and handles each once when the file is
+//! writable again, with no restart.
+//!
 //! Making a file unwritable needs `chattr +i` as root (root ignores file
 //! modes) or `chmod` as anyone else; filling a disk needs a tmpfs, which
 //! only root can mount. Every such change is undone by a guard's `Drop`, so
 //! that a failing test leaves no immutable file and no mount behind.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -453,4 +459,51 @@ async fn bodies_that_are_not_utf8_are_kept_byte_for_byte() {
     let outbox = store.pending_outbox().await.unwrap();
     let resent: Vec<Vec<u8>> = outbox.iter().map(|row| bytes(&row.message.body)).collect();
     assert_eq!(resent, [raw.to_vec(), dead.to_vec()], "the outbox does not resend the original");
+}
+
+/// The engine on a SQLite file it cannot write: an outage, not bad
+/// messages. Nothing is dead-lettered while it lasts, and every message is
+/// handled once, by the same engine on the same store, once the file is
+/// writable again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_on_an_unwritable_file_holds_its_work_until_the_file_is_writable() {
+    use common::{Order, Paid, Placed, Ship};
+    use switchyard_runtime::{CommandContext, Engine, HandlerError, RetryPolicy};
+
+    let path = fresh_dir("engine-readonly").join("engine.db");
+    drop(SqliteStore::open(&path).unwrap());
+    wait_closed(&path);
+    let unwritable = Unwritable::new(&[&path]);
+    let shipped = Arc::new(AtomicU32::new(0));
+    let counted = shipped.clone();
+    let engine = Engine::builder()
+        .store(SqliteStore::open(&path).unwrap())
+        .process::<Order>()
+        .retry(RetryPolicy { max_backoff: Duration::from_millis(100), ..RetryPolicy::default() })
+        .handle(move |_: Ship, _: CommandContext| {
+            counted.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, HandlerError>(()) }
+        })
+        .build();
+    for order in 0..10 {
+        engine.publish(Placed { order, amount: u64::from(order) });
+        engine.publish(Paid { order });
+    }
+    let deadline = Instant::now() + RECOVERY;
+    while engine.stats().store_down_since.is_none() {
+        assert!(Instant::now() < deadline, "the engine never saw the outage");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Many retries' worth: the old engine dead-lettered after five.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let stats = engine.stats();
+    assert_eq!((stats.handled, stats.dead_lettered), (0, 0), "{stats:?}");
+
+    drop(unwritable);
+    let idle = tokio::time::timeout(RECOVERY, engine.idle()).await;
+    let stats = engine.stats();
+    assert!(idle.is_ok(), "the engine did not recover: {stats:?}");
+    assert_eq!((stats.handled, stats.dead_lettered, stats.outages), (20, 0, 1), "{stats:?}");
+    assert_eq!((stats.store_down_since, shipped.load(Ordering::SeqCst)), (None, 10));
+    assert!(engine.dead_letters().await.unwrap().is_empty());
 }
