@@ -156,3 +156,45 @@ async fn a_panic_in_the_work_is_reported_rolls_back_and_the_store_goes_on() {
     assert!(store.pending_outbox().await.unwrap().is_empty());
     assert_eq!(committed(&path), (vec![(10, 7)], 2));
 }
+
+/// A handler's transaction runs after the writes queued before it, which
+/// its work sees, and the group after it goes on. The first call's work is
+/// held on the store's thread (a test may block there; a handler must not)
+/// until the next calls are queued behind it, so that they come up in one
+/// wake: a row marked handled, then another handler's transaction.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_handlers_transaction_sees_the_writes_queued_before_it() {
+    let (store, path) = fresh_store("order");
+    let (started, running) = tokio::sync::oneshot::channel();
+    let (release, held) = std::sync::mpsc::channel::<()>();
+    let holder = store.clone();
+    let first = tokio::spawn(async move {
+        holder
+            .handle_once(SCOPE, id(1), Timestamp(1_000), move |_| {
+                started.send(()).expect("the test waits for the work");
+                held.recv().expect("the test dropped the release");
+                Ok(())
+            })
+            .await
+    });
+    running.await.unwrap();
+    let marked = store.mark_handled(SCOPE, id(2), Timestamp(2_000));
+    let mut second = Box::pin(store.handle_once(SCOPE, id(3), Timestamp(3_000), |transaction| {
+        transaction.query_row("SELECT count(*) FROM inbox WHERE process = ?1", [SCOPE], |row| {
+            row.get::<_, i64>(0)
+        })
+    }));
+    // Polled once, the call is queued; it cannot be answered yet.
+    let queued = tokio::time::timeout(std::time::Duration::ZERO, &mut second).await;
+    assert!(queued.is_err(), "a call was answered while the store's thread was held");
+    let after = store.mark_handled(SCOPE, id(4), Timestamp(4_000));
+    release.send(()).unwrap();
+
+    assert_eq!(first.await.unwrap().unwrap(), Some(()));
+    assert!(marked.await.unwrap());
+    // The rows of the first call, of the call marked before it, and its own.
+    let rows = second.await.unwrap();
+    assert_eq!(rows, Some(3), "the work did not see the row marked before it");
+    assert!(after.await.unwrap());
+    assert_eq!(committed(&path), (Vec::new(), 4));
+}
