@@ -84,7 +84,8 @@ fn handle_once<T>(
 
 /// The inbox row first: if it is there already, nothing more runs. Then
 /// `work`, and both commit together; an error or a panic of `work` rolls
-/// both back.
+/// both back. A rollback that fails is what is reported then: the
+/// connection, not `work`, is what needs mending.
 fn transact<T>(
     connection: &mut Connection,
     scope: &str,
