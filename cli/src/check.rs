@@ -14,6 +14,9 @@ use std::process::ExitCode;
 use clap::ValueEnum;
 use switchyard_dsl::{Diagnostic, Severity, Source, render};
 
+use crate::output::{err, errln, outln};
+use crate::read;
+
 /// The exit code of a run with errors, or with denied warnings.
 const FAILED: u8 = 1;
 /// The exit code of a file that cannot be read, or of bad usage.
@@ -84,10 +87,10 @@ pub fn run(args: &Args) -> ExitCode {
     let mut warnings = 0;
     let mut unreadable = 0;
     for path in &args.files {
-        let text = match std::fs::read_to_string(path) {
+        let text = match read::source(path) {
             Ok(text) => text,
-            Err(err) => {
-                eprintln!("error: cannot read `{}`: {err}", path.display());
+            Err(message) => {
+                errln!("error: {message}");
                 unreadable += 1;
                 continue;
             }
@@ -101,7 +104,7 @@ pub fn run(args: &Args) -> ExitCode {
                 Severity::Warning => warnings += 1,
             }
             match args.format {
-                Format::Human => eprint!("{}", human(diagnostic, &source, color)),
+                Format::Human => err!("{}", human(diagnostic, &source, color)),
                 Format::Json => json.push(render::json(diagnostic, &source)),
             }
         }
@@ -111,7 +114,7 @@ pub fn run(args: &Args) -> ExitCode {
     match args.format {
         Format::Human => {
             let denied = if deny_warnings && warnings > 0 { " (denied)" } else { "" };
-            eprintln!(
+            errln!(
                 "checked {}: {}, {}{denied}",
                 plural(args.files.len() - unreadable, "file"),
                 plural(errors, "error"),
@@ -119,9 +122,9 @@ pub fn run(args: &Args) -> ExitCode {
             );
         }
         Format::Json => match serde_json::to_string_pretty(&json) {
-            Ok(text) => println!("{text}"),
+            Ok(text) => outln!("{text}"),
             // Plain strings and numbers always serialise; this is for completeness.
-            Err(err) => eprintln!("error: cannot write the findings as JSON: {err}"),
+            Err(err) => errln!("error: cannot write the findings as JSON: {err}"),
         },
     }
 

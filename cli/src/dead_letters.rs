@@ -12,6 +12,8 @@ use std::process::ExitCode;
 use switchyard_runtime::store::{DeadLetter, Letter, Store};
 use switchyard_runtime::{SqliteStore, Timestamp};
 
+use crate::output::{errln, outln};
+
 /// Lists or replays the messages and timers an engine could not handle.
 #[derive(Debug, clap::Args)]
 #[command(after_long_help = AFTER_HELP)]
@@ -71,7 +73,7 @@ pub fn run(args: &Args) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
-            eprintln!("error: {message}");
+            errln!("error: {message}");
             ExitCode::from(UNUSABLE)
         }
     }
@@ -80,22 +82,22 @@ pub fn run(args: &Args) -> ExitCode {
 fn list(db: &Path, bodies: bool) -> Result<(), String> {
     let letters = with_store(db, |store| async move { store.dead_letters().await })?;
     if letters.is_empty() {
-        println!("no dead letters in `{}`", db.display());
+        outln!("no dead letters in `{}`", db.display());
         return Ok(());
     }
     for letter in &letters {
-        println!("{}", line(letter));
+        outln!("{}", line(letter));
         if bodies && let Letter::Message(message) = &letter.letter {
             let body = message
                 .body
                 .to_json()
                 .map(|json| String::from_utf8_lossy(&json).into_owned())
                 .unwrap_or_else(|e| format!("<cannot be written as JSON: {e}>"));
-            println!("    {body}");
+            outln!("    {body}");
         }
     }
     let count = letters.len();
-    println!("{count} dead letter{}", if count == 1 { "" } else { "s" });
+    outln!("{count} dead letter{}", if count == 1 { "" } else { "s" });
     Ok(())
 }
 
@@ -126,7 +128,7 @@ fn replay(db: &Path, ids: &[u64], all: bool) -> Result<(), String> {
         store.replay(ids, Timestamp::now()).await
     })?;
     let (messages, timers) = (replayed.messages.len(), replayed.timers.len());
-    println!(
+    outln!(
         "replayed {messages} message{} and {timers} timer{}: the engine sends them when it next starts",
         if messages == 1 { "" } else { "s" },
         if timers == 1 { "" } else { "s" }

@@ -8,6 +8,9 @@ use std::process::ExitCode;
 
 use switchyard_dsl::Source;
 
+use crate::output::{errln, out, outln};
+use crate::read;
+
 /// The exit code when a file would change (`--check`) or does not parse.
 const FAILED: u8 = 1;
 /// The exit code when a file cannot be read or written.
@@ -44,56 +47,79 @@ Examples:
   switchyard fmt examples/*.yard
   switchyard fmt --check orders.yard";
 
-/// Formats every file; a file that cannot be formatted does not stop the others.
+/// What became of one file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Unchanged,
+    /// Rewritten, or, under `--check`, would be.
+    Changed,
+    /// It does not parse; its errors have been printed.
+    DoesNotParse,
+    /// It cannot be read (nor is it text) or written; the cause has been printed.
+    Unusable,
+}
+
+/// Formats every file; a file that cannot be formatted does not stop the
+/// others, and the summary counts it.
 pub fn run(args: &Args) -> ExitCode {
-    let mut status = 0;
-    let mut changed = 0;
-    for path in &args.files {
-        let outcome = format_file(path, args.check);
-        match outcome {
-            Ok(true) => changed += 1,
-            Ok(false) => {}
-            Err(code) => status = status.max(code),
-        }
-    }
+    let outcomes: Vec<Outcome> =
+        args.files.iter().map(|path| format_file(path, args.check)).collect();
+    let count = |outcome| outcomes.iter().filter(|o| **o == outcome).count();
+    let changed = count(Outcome::Changed);
     let files = plural(args.files.len(), "file");
-    if args.check {
-        eprintln!("checked the layout of {files}: {changed} would change");
-        if changed > 0 {
-            status = status.max(FAILED);
-        }
+    let mut summary = if args.check {
+        format!("checked the layout of {files}: {changed} would change")
     } else {
-        eprintln!("formatted {files}: {changed} changed");
+        format!("formatted {files}: {changed} changed")
+    };
+    for (outcome, words) in [
+        (Outcome::DoesNotParse, "does not parse"),
+        (Outcome::Unusable, "cannot be read or written"),
+    ] {
+        if count(outcome) > 0 {
+            summary.push_str(&format!(", {} {words}", count(outcome)));
+        }
     }
+    errln!("{summary}");
+    let status = if count(Outcome::Unusable) > 0 {
+        UNUSABLE
+    } else if count(Outcome::DoesNotParse) > 0 || (args.check && changed > 0) {
+        FAILED
+    } else {
+        0
+    };
     ExitCode::from(status)
 }
 
-/// Formats one file. `Ok(true)` when it changed (or would change, under
-/// `--check`), `Err` with the exit code when it cannot be formatted; every
-/// problem has been printed already.
-fn format_file(path: &Path, check: bool) -> Result<bool, u8> {
+/// Formats one file, or under `--check` prints the diff of what would
+/// change. Every problem is printed here.
+fn format_file(path: &Path, check: bool) -> Outcome {
     let name = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|err| {
-        eprintln!("error: cannot read `{name}`: {err}");
-        UNUSABLE
-    })?;
-    let formatted = switchyard_dsl::format(&text).map_err(|diagnostics| {
-        eprintln!("{}", Source::new(&name, &text).render_all(&diagnostics));
-        FAILED
-    })?;
+    let text = match read::source(path) {
+        Ok(text) => text,
+        Err(message) => {
+            errln!("error: {message}");
+            return Outcome::Unusable;
+        }
+    };
+    let formatted = match switchyard_dsl::format(&text) {
+        Ok(formatted) => formatted,
+        Err(diagnostics) => {
+            errln!("{}", Source::new(&name, &text).render_all(&diagnostics));
+            return Outcome::DoesNotParse;
+        }
+    };
     if formatted == text {
-        return Ok(false);
+        return Outcome::Unchanged;
     }
     if check {
-        println!("{name} is not formatted:");
-        print!("{}", diff(&name, &text, &formatted));
-    } else {
-        std::fs::write(path, &formatted).map_err(|err| {
-            eprintln!("error: cannot write `{name}`: {err}");
-            UNUSABLE
-        })?;
+        outln!("{name} is not formatted:");
+        out!("{}", diff(&name, &text, &formatted));
+    } else if let Err(err) = std::fs::write(path, &formatted) {
+        errln!("error: cannot write `{name}`: {err}");
+        return Outcome::Unusable;
     }
-    Ok(true)
+    Outcome::Changed
 }
 
 fn plural(n: usize, word: &str) -> String {
@@ -292,30 +318,30 @@ process P {
     #[test]
     fn a_file_is_rewritten_in_place_and_then_left_alone() {
         let file = Scratch::new("rewrite", MESSY);
-        assert_eq!(format_file(&file.0, false), Ok(true));
+        assert_eq!(format_file(&file.0, false), Outcome::Changed);
         assert_eq!(file.text(), TIDY);
-        assert_eq!(format_file(&file.0, false), Ok(false));
+        assert_eq!(format_file(&file.0, false), Outcome::Unchanged);
     }
 
     #[test]
     fn check_writes_nothing_and_says_whether_a_file_would_change() {
         let messy = Scratch::new("check-messy", MESSY);
-        assert_eq!(format_file(&messy.0, true), Ok(true));
+        assert_eq!(format_file(&messy.0, true), Outcome::Changed);
         assert_eq!(messy.text(), MESSY);
         let tidy = Scratch::new("check-tidy", TIDY);
-        assert_eq!(format_file(&tidy.0, true), Ok(false));
+        assert_eq!(format_file(&tidy.0, true), Outcome::Unchanged);
     }
 
     #[test]
     fn a_file_that_does_not_parse_fails_and_is_left_as_it_is() {
         let broken = Scratch::new("broken", "process P { => }");
-        assert_eq!(format_file(&broken.0, false), Err(FAILED));
+        assert_eq!(format_file(&broken.0, false), Outcome::DoesNotParse);
         assert_eq!(broken.text(), "process P { => }");
     }
 
     #[test]
     fn a_file_that_cannot_be_read_is_unusable() {
         let missing = std::env::temp_dir().join("switchyard-fmt-no-such-file.yard");
-        assert_eq!(format_file(&missing, false), Err(UNUSABLE));
+        assert_eq!(format_file(&missing, false), Outcome::Unusable);
     }
 }

@@ -14,6 +14,8 @@ use clap::ValueEnum;
 use switchyard_dsl::{Diagnostic, Source, graph};
 
 use crate::check::{UNUSABLE, human};
+use crate::output::{err, errln, out};
+use crate::read;
 
 /// Draws a process as a state diagram (Graphviz DOT or Mermaid) on stdout.
 #[derive(Debug, clap::Args)]
@@ -60,10 +62,10 @@ pub enum Format {
 }
 
 pub fn run(args: &Args) -> ExitCode {
-    let text = match std::fs::read_to_string(&args.file) {
+    let text = match read::source(&args.file) {
         Ok(text) => text,
-        Err(err) => {
-            eprintln!("error: cannot read `{}`: {err}", args.file.display());
+        Err(message) => {
+            errln!("error: {message}");
             return ExitCode::from(UNUSABLE);
         }
     };
@@ -76,10 +78,10 @@ pub fn run(args: &Args) -> ExitCode {
         let source = Source::new(&name, &text);
         let errors: Vec<&Diagnostic> = diagnostics.iter().filter(|d| d.is_error()).collect();
         for diagnostic in &errors {
-            eprint!("{}", human(diagnostic, &source, color));
+            err!("{}", human(diagnostic, &source, color));
         }
         let count = errors.len();
-        eprintln!(
+        errln!(
             "error: cannot draw `{name}`: it has {count} error{}",
             if count == 1 { "" } else { "s" }
         );
@@ -93,23 +95,23 @@ pub fn run(args: &Args) -> ExitCode {
         (Some(wanted), processes) => match processes.iter().find(|p| p.name.node == *wanted) {
             Some(process) => process,
             None if processes.is_empty() => {
-                eprintln!("error: no process named `{wanted}`: `{name}` declares no process");
+                errln!("error: no process named `{wanted}`: `{name}` declares no process");
                 return ExitCode::from(UNUSABLE);
             }
             None => {
-                eprintln!("error: no process named `{wanted}` in `{name}`");
-                eprintln!("  help: the file declares {}", names());
+                errln!("error: no process named `{wanted}` in `{name}`");
+                errln!("  help: the file declares {}", names());
                 return ExitCode::from(UNUSABLE);
             }
         },
         (None, [process]) => process,
         (None, []) => {
-            eprintln!("error: `{name}` declares no process, so there is nothing to draw");
+            errln!("error: `{name}` declares no process, so there is nothing to draw");
             return ExitCode::from(UNUSABLE);
         }
         (None, processes) => {
-            eprintln!("error: `{name}` declares {} processes: {}", processes.len(), names());
-            eprintln!("  help: choose one with `--process NAME`");
+            errln!("error: `{name}` declares {} processes: {}", processes.len(), names());
+            errln!("  help: choose one with `--process NAME`");
             return ExitCode::from(UNUSABLE);
         }
     };
@@ -117,6 +119,6 @@ pub fn run(args: &Args) -> ExitCode {
         Format::Dot => graph::dot(process),
         Format::Mermaid => graph::mermaid(process),
     };
-    print!("{drawn}");
+    out!("{drawn}");
     ExitCode::SUCCESS
 }

@@ -10,6 +10,8 @@ mod check;
 mod dead_letters;
 mod fmt;
 mod graph;
+mod output;
+mod read;
 
 /// Process managers and sagas, checked before they run.
 #[derive(Debug, Parser)]
@@ -47,10 +49,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let code = match cli.command {
         Command::Check(args) => check::run(&args),
         Command::Graph(args) => graph::run(&args),
         Command::Fmt(args) => fmt::run(&args),
         Command::DeadLetters(args) => dead_letters::run(&args),
-    }
+    };
+    output::finish(code)
 }

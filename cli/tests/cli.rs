@@ -31,9 +31,14 @@ fn run(test: &str, files: &[(&str, &str)], args: &[&str]) -> Run {
     for (name, text) in files {
         std::fs::write(dir.join(name), text).unwrap();
     }
+    run_in(&dir, args)
+}
+
+/// Runs `switchyard` in `dir` with `args`, without colour.
+fn run_in(dir: &Path, args: &[&str]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_switchyard"))
         .args(args)
-        .current_dir(&dir)
+        .current_dir(dir)
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
@@ -313,5 +318,106 @@ fn help_teaches_exit_codes_and_examples() {
                 run.stdout
             );
         }
+    }
+}
+
+/// `fmt --check` on a file that is not UTF-8 says so, where, and fails,
+/// instead of counting it among the files that would not change.
+#[test]
+fn a_file_that_is_not_utf8_is_an_error_for_every_command() {
+    let dir = folder("not-utf8");
+    std::fs::write(dir.join("latin1.yard"), b"process Caf\xe9 {\n}\n").unwrap();
+    let not_utf8 = "error: `latin1.yard` is not UTF-8 text: the byte at line 1, column 12 is not valid\n  \
+                    help: save the file as UTF-8\n";
+    for (args, summary) in [
+        (
+            &["fmt", "--check", "latin1.yard"][..],
+            "checked the layout of 1 file: 0 would change, 1 cannot be read or written\n",
+        ),
+        (&["fmt", "latin1.yard"][..], "formatted 1 file: 0 changed, 1 cannot be read or written\n"),
+        (&["check", "latin1.yard"][..], "checked 0 files: 0 errors, 0 warnings\n"),
+        (&["graph", "latin1.yard"][..], ""),
+    ] {
+        let run = run_in(&dir, args);
+        assert_eq!((run.code, run.stdout.as_str()), (2, ""), "{args:?}");
+        assert_eq!(run.stderr, format!("{not_utf8}{summary}"), "{args:?}");
+    }
+    assert_eq!(std::fs::read(dir.join("latin1.yard")).unwrap(), b"process Caf\xe9 {\n}\n");
+}
+
+/// A process on one line whose state names are 70,000 characters long:
+/// every command's output fills a pipe (64 KiB) over, and `check` finds one
+/// warning (an unreachable state) that shows the whole line.
+fn large_process() -> String {
+    let long = "S".repeat(70_000);
+    format!(
+        "process Big {{ correlate by id: u64 initial state A {{ on E {{ -> {long}1 }} }} state {long}2 {{ on E {{ -> {long}1 }} }} final state {long}1 }}\n"
+    )
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Runs `switchyard` with `args` and closes `stream` after its first line, as
+/// `| head -1` does. Returns the exit code and what the other stream said.
+fn run_closing_early(
+    test: &str,
+    files: &[(&str, &str)],
+    args: &[&str],
+    stream: Stream,
+) -> (i32, String) {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let dir = folder(test);
+    for (name, text) in files {
+        std::fs::write(dir.join(name), text).unwrap();
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(args)
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (closed, mut other): (Box<dyn Read>, Box<dyn Read>) = match stream {
+        Stream::Stdout => {
+            (Box::new(child.stdout.take().unwrap()), Box::new(child.stderr.take().unwrap()))
+        }
+        Stream::Stderr => {
+            (Box::new(child.stderr.take().unwrap()), Box::new(child.stdout.take().unwrap()))
+        }
+    };
+    let mut first = String::new();
+    BufReader::new(closed).read_line(&mut first).unwrap();
+    assert!(!first.is_empty(), "{args:?} wrote nothing on {stream:?}");
+    // The reader is dropped here: the command's next write meets a closed pipe.
+    let mut said = String::new();
+    other.read_to_string(&mut said).unwrap();
+    let status = child.wait().unwrap();
+    (status.code().unwrap_or(-1), said)
+}
+
+/// Every command whose output is closed early, as by `| head`, stops
+/// writing to it quietly and exits with the status its work earned.
+#[test]
+fn every_command_exits_quietly_when_its_output_closes() {
+    let big = large_process();
+    let files = [("big.yard", big.as_str())];
+    for (args, stream, code) in [
+        (&["graph", "big.yard"][..], Stream::Stdout, 0),
+        (&["graph", "--format", "mermaid", "big.yard"][..], Stream::Stdout, 0),
+        (&["check", "--format", "json", "big.yard"][..], Stream::Stdout, 0),
+        (&["check", "big.yard"][..], Stream::Stderr, 0),
+        (&["check", "--deny", "warnings", "big.yard"][..], Stream::Stderr, 1),
+        (&["fmt", "--check", "big.yard"][..], Stream::Stdout, 1),
+    ] {
+        let (status, other) = run_closing_early("output-closes", &files, args, stream);
+        assert_eq!(status, code, "{args:?}: {other}");
+        assert!(!other.contains("panicked"), "{args:?}: {other}");
     }
 }

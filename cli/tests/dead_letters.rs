@@ -114,3 +114,29 @@ fn replay_needs_ids_or_all() {
     assert_eq!(code, 2);
     assert!(stderr.contains("<ID>") || stderr.contains("--all"), "{stderr}");
 }
+
+/// `switchyard dead-letters list | head` ends quietly: the list is cut where
+/// the reader stopped, with no panic and a clean exit.
+#[test]
+fn a_list_whose_reader_stops_early_ends_quietly() {
+    use std::io::{BufRead, BufReader, Read};
+    use std::process::Stdio;
+
+    let db = database("reader-stops");
+    // Far more than a pipe holds, so that the command is still writing when
+    // the reader goes away.
+    fill(&db, (1..=5_000).map(|n| letter(n, "Ship", "no handler is registered")).collect());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_switchyard"))
+        .args(["dead-letters", "list", "--bodies", "--db", db.to_str().unwrap()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    assert!(first.starts_with("#1 at "), "{first}");
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!((status.code(), stderr.as_str()), (Some(0), ""));
+}
