@@ -204,6 +204,19 @@ impl Store for Switchable {
     fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
         self.fail().unwrap_or_else(|| self.inner.prune(before))
     }
+
+    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.handled(scope, id))
+    }
+
+    fn mark_handled(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.fail().unwrap_or_else(|| self.inner.mark_handled(scope, id, at))
+    }
 }
 
 /// Waits for the engine to be idle, or fails the test if it is not within
@@ -555,6 +568,19 @@ impl Store for Contended {
 
     fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
         self.inner.prune(before)
+    }
+
+    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.handled(scope, id)
+    }
+
+    fn mark_handled(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.mark_handled(scope, id, at)
     }
 }
 

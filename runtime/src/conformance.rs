@@ -37,6 +37,11 @@ pub const CHECKS: &[Check] = &[
     ("pruning deletes old tombstones and inbox rows", |s| Box::pin(pruning(s))),
     ("dead letters are listed and replayed", |s| Box::pin(dead_letters(s))),
     ("a write with a slot is checked as one without", |s| Box::pin(slots(s))),
+    ("a handler's inbox records a message once", |s| Box::pin(handler_inbox(s))),
+    ("handlers' inboxes are apart from each other and from processes'", |s| {
+        Box::pin(handler_inboxes_apart(s))
+    }),
+    ("pruning deletes old rows of handlers' inboxes", |s| Box::pin(handler_pruning(s))),
 ];
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -419,4 +424,56 @@ async fn dead_letters(store: &dyn Store) {
     let timers = store.pending_timers().await.unwrap();
     assert_eq!(timers.len(), 1);
     assert_eq!((timers[0].id, timers[0].at), (id(100), Timestamp(8_000)));
+}
+
+const SHIP: &str = "handler:Ship";
+const BILL: &str = "handler:Bill";
+
+async fn handled(store: &dyn Store, scope: &str, n: u128) -> bool {
+    store.handled(scope, id(n)).await.expect("the store failed `handled`")
+}
+
+async fn mark_handled(store: &dyn Store, scope: &str, n: u128, at: u64) -> bool {
+    store.mark_handled(scope, id(n), Timestamp(at)).await.expect("the store failed `mark_handled`")
+}
+
+async fn handler_inbox(store: &dyn Store) {
+    assert!(!handled(store, SHIP, 1).await, "a message never handled is handled");
+    assert!(mark_handled(store, SHIP, 1, 1_000).await, "marking a new message gave false");
+    assert!(handled(store, SHIP, 1).await, "a message marked handled is not handled");
+    assert!(!mark_handled(store, SHIP, 1, 2_000).await, "marking a message twice gave true");
+    assert!(handled(store, SHIP, 1).await);
+    assert!(!handled(store, SHIP, 2).await, "another message of the scope is handled");
+}
+
+/// A message can reach a handler, another handler and a process: each
+/// handles it once, and none of them stands for the others.
+async fn handler_inboxes_apart(store: &dyn Store) {
+    assert!(mark_handled(store, SHIP, 1, 1_000).await);
+    assert!(!handled(store, BILL, 1).await, "one handler's inbox answered for another's");
+    assert!(mark_handled(store, BILL, 1, 1_000).await, "one handler's row kept another's out");
+    let outcome = commit_one(store, write("a", None, &[id(1)])).await;
+    assert!(committed(&outcome), "a handler's row made a process's write {outcome:?}");
+    commit_one(store, write("b", None, &[id(2)])).await;
+    assert!(!handled(store, SHIP, 2).await, "a process's inbox answered for a handler's");
+    let scope_of_process = format!("handler:{P}");
+    assert!(
+        !handled(store, &scope_of_process, 2).await,
+        "a process's inbox answered for a handler's"
+    );
+    assert!(mark_handled(store, SHIP, 2, 1_000).await, "a process's row kept a handler's out");
+}
+
+async fn handler_pruning(store: &dyn Store) {
+    mark_handled(store, SHIP, 1, 1_000).await;
+    mark_handled(store, SHIP, 2, 5_000).await;
+    mark_handled(store, BILL, 3, 9_000).await;
+    mark_handled(store, BILL, 4, 4_999).await;
+    let pruned = store.prune(Timestamp(5_000)).await.unwrap();
+    assert_eq!(pruned.inbox, 2, "pruning counts the handlers' rows older than `before`");
+    assert!(!handled(store, SHIP, 1).await, "a row older than `before` was kept");
+    assert!(!handled(store, BILL, 4).await, "a row older than `before` was kept");
+    assert!(handled(store, SHIP, 2).await, "a row of `before` itself was pruned");
+    assert!(handled(store, BILL, 3).await, "a newer row was pruned");
+    assert!(mark_handled(store, SHIP, 1, 9_000).await, "a pruned row still counted as handled");
 }

@@ -14,7 +14,7 @@ use switchyard_runtime::store::{
 use switchyard_runtime::testing::TestEngine;
 use switchyard_runtime::{
     Body, BoxFuture, Bus, BusError, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope,
-    Error, HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore,
+    Error, HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore, MessageId,
     MessageKind, RetryPolicy, Settle, Store, StoreError, Subscription, Timestamp,
 };
 
@@ -369,6 +369,19 @@ impl Store for Flaky {
 
     fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
         self.inner.prune(before)
+    }
+
+    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.handled(scope, id)
+    }
+
+    fn mark_handled(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        self.inner.mark_handled(scope, id, at)
     }
 }
 

@@ -13,7 +13,9 @@
 //! same instance, and that is where a redelivery is met. Kept there, the
 //! inbox is read and written with the instance, instead of in one table of
 //! every message id that grows with the traffic. The outbox and the dead
-//! letters, which need one order, share one more lock.
+//! letters, which need one order, share one more lock. The inboxes of
+//! command handlers and subscribers, which have no instance to keep them,
+//! are one map by scope behind a lock of their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::hash::{BuildHasher, BuildHasherDefault, Hasher, RandomState};
@@ -49,7 +51,14 @@ struct Inner {
     hasher: RandomState,
     shards: Vec<Mutex<Shard>>,
     ordered: Mutex<Ordered>,
+    handlers: Mutex<Handlers>,
 }
+
+/// The inboxes of command handlers and subscribers: scope -> the ids
+/// handled there, and when. Keyed by scope first, so that a lookup borrows
+/// the scope rather than building a key of it.
+#[derive(Default)]
+struct Handlers(NameMap<String, HashMap<MessageId, Timestamp, BuildHasherDefault<IdHasher>>>);
 
 /// Process name -> its instances in this shard.
 #[derive(Default)]
@@ -123,6 +132,7 @@ impl MemoryStore {
                 hasher: RandomState::new(),
                 shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
                 ordered: Mutex::default(),
+                handlers: Mutex::default(),
             }),
         }
     }
@@ -483,7 +493,55 @@ impl Store for MemoryStore {
                 });
             }
         }
+        pruned.inbox += lock(&self.inner.handlers).prune(before);
         Box::pin(std::future::ready(Ok(pruned)))
+    }
+
+    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let handlers = lock(&self.inner.handlers);
+        let handled = handlers.0.get(scope).is_some_and(|ids| ids.contains_key(&id));
+        Box::pin(std::future::ready(Ok(handled)))
+    }
+
+    fn mark_handled(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let inserted = lock(&self.inner.handlers).insert(scope, id, at);
+        Box::pin(std::future::ready(Ok(inserted)))
+    }
+}
+
+impl Handlers {
+    /// Records `id` in `scope`; false if it was there already.
+    fn insert(&mut self, scope: &str, id: MessageId, at: Timestamp) -> bool {
+        // The scope's name is copied only the first time it is seen.
+        if !self.0.contains_key(scope) {
+            self.0.insert(scope.to_owned(), HashMap::default());
+        }
+        let ids = self.0.get_mut(scope).expect("just inserted");
+        match ids.entry(id) {
+            std::collections::hash_map::Entry::Occupied(_) => false,
+            std::collections::hash_map::Entry::Vacant(vacant) => {
+                vacant.insert(at);
+                true
+            }
+        }
+    }
+
+    /// Forgets the ids handled before `before`, and scopes left empty;
+    /// returns how many ids.
+    fn prune(&mut self, before: Timestamp) -> u64 {
+        let mut pruned = 0;
+        self.0.retain(|_, ids| {
+            let len = ids.len();
+            ids.retain(|_, at| *at >= before);
+            pruned += (len - ids.len()) as u64;
+            !ids.is_empty()
+        });
+        pruned
     }
 }
 

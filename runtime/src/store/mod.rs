@@ -7,6 +7,10 @@
 //! keys, states and timers as JSON text that generated code defines, and
 //! bodies as [`Body`] values that they may keep typed (in memory) or write as
 //! JSON (on disk). Every store passes the suite in [`crate::conformance`].
+//!
+//! Command handlers and subscribers have inboxes of their own, apart from
+//! the instances: [`Store::handled`] and [`Store::mark_handled`], by scope
+//! and message id, so that an idempotent handler skips a redelivery.
 
 mod memory;
 mod sqlite;
@@ -16,6 +20,9 @@ use std::fmt;
 use std::sync::Arc;
 
 pub use memory::MemoryStore;
+/// The SQLite binding of [`SqliteStore::handle_once`]'s transaction: a
+/// handler that writes through it uses this very version.
+pub use rusqlite;
 pub use sqlite::{Durability, SqliteOptions, SqliteStore};
 
 use crate::clock::BoxFuture;
@@ -68,8 +75,30 @@ pub trait Store: Send + Sync + 'static {
     fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>>;
 
     /// Deletes tombstones of instances completed before `before`, and inbox
-    /// rows older than `before`.
+    /// rows older than `before`: those of processes and those of
+    /// [`Store::mark_handled`].
     fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>>;
+
+    /// Whether message `id` was handled in `scope`: the inbox of a command
+    /// handler or subscriber (scope `"handler:<wire name>"`), apart from the
+    /// inboxes of processes.
+    ///
+    /// A scope is never a process's name: a store may keep these rows in
+    /// one table with the inboxes of processes, keyed by name, and the
+    /// `handler:` prefix keeps the two apart (a process's name is an
+    /// identifier). The future owns what it needs of `scope`.
+    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// Records message `id` as handled in `scope` at `at`. `Ok(false)`, and
+    /// nothing changed, if it was already. Rows are pruned by `prune` with the
+    /// inbox rows of processes, by age. Once it returns `Ok`, the row is as
+    /// durable as a commit.
+    fn mark_handled(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }
 
 /// An instance as stored.

@@ -20,8 +20,11 @@
 //! - `serve`: the store's thread and its groups.
 //! - `write`: the writes of a group; `read`: the reads, and the columns'
 //!   encodings.
+//! - `once`: [`SqliteStore::handle_once`], a handler's own work and its
+//!   inbox row in one transaction, outside the groups.
 
 mod connection;
+mod once;
 mod read;
 mod serve;
 mod write;
@@ -37,7 +40,7 @@ use super::{
     StoreError, TimerRow,
 };
 use crate::clock::BoxFuture;
-use crate::message::{Body, Timestamp};
+use crate::message::{Body, MessageId, Timestamp};
 use connection::Link;
 use serve::{Group, Request, serve};
 
@@ -142,6 +145,39 @@ impl SqliteStore {
         &self.path
     }
 
+    /// Runs `work` in one transaction with the inbox row of message `id` in
+    /// `scope`: if the row is there already, `work` does not run and the result
+    /// is `Ok(None)`; otherwise `work` runs, the row is inserted, and both
+    /// commit together: `Ok(Some(value))`. An error from `work` rolls both back.
+    ///
+    /// This is for a command handler whose own tables live in this file: its
+    /// effects and the record that it handled the command are one commit, so
+    /// a redelivery neither runs it twice nor finds its work half done.
+    /// `scope` is the handler's inbox, as for [`Store::mark_handled`]
+    /// (`"handler:<wire name>"`), and `handled` answers for it too.
+    ///
+    /// `work` runs on the store's one connection thread, inside its own
+    /// transaction (which joins no group commit), while every other call of
+    /// the store waits: it must be short, must not block on anything else
+    /// (a lock, a channel, the network, this store), and must neither commit
+    /// nor roll back the transaction itself.
+    ///
+    /// An error of SQLite, from `work` or the store, is sorted as the store's
+    /// other errors are: [`StoreError::Unavailable`] for an outage (worth
+    /// retrying), [`StoreError::Failed`] otherwise. A panic in `work` is
+    /// caught, rolls both back and is reported as [`StoreError::Failed`];
+    /// the store goes on working (unless the build aborts on panic).
+    pub async fn handle_once<T: Send + 'static>(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+        work: impl FnOnce(&rusqlite::Transaction<'_>) -> rusqlite::Result<T> + Send + 'static,
+    ) -> Result<Option<T>, StoreError> {
+        let scope: Box<str> = scope.into();
+        self.call(|reply| Request::Alone(once::job(scope, id, at, work, reply))).await
+    }
+
     fn call<T: Send + 'static>(
         &self,
         request: impl FnOnce(oneshot::Sender<Result<T, StoreError>>) -> Request,
@@ -213,6 +249,24 @@ impl Store for SqliteStore {
 
     fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
         self.call(|reply| Request::Prune { before, reply })
+    }
+
+    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let scope = scope.into();
+        self.call(|reply| Request::Handled { scope, id, reply })
+    }
+
+    /// Joins the group commit, as one row: the sync it waits for is shared
+    /// with the commits of every worker, where a transaction of its own
+    /// would pay a sync for one row.
+    fn mark_handled(
+        &self,
+        scope: &str,
+        id: MessageId,
+        at: Timestamp,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let scope = scope.into();
+        self.call(|reply| Request::MarkHandled { scope, id, at, reply })
     }
 }
 

@@ -1,5 +1,5 @@
 //! The reads the store's thread answers (instances, the outbox, timers, dead
-//! letters) and the columns' encodings that writes share: ids as 16-byte
+//! letters, the inboxes of command handlers) and the columns' encodings that writes share: ids as 16-byte
 //! blobs, times as integers, bodies as the exact bytes they were given.
 
 use std::sync::Arc;
@@ -51,6 +51,19 @@ pub(super) fn load(
         records.push(Some(record));
     }
     Ok(records)
+}
+
+/// Whether message `id` was handled in `scope`: see [`super::write::mark_handled`].
+pub(super) fn handled(
+    connection: &Connection,
+    scope: &str,
+    id: MessageId,
+) -> rusqlite::Result<bool> {
+    let found = connection
+        .prepare_cached("SELECT 1 FROM inbox WHERE process = ?1 AND message_id = ?2")?
+        .query_row(params![scope, blob(id)], |_| Ok(()))
+        .optional()?;
+    Ok(found.is_some())
 }
 
 pub(super) fn pending_outbox(connection: &Connection) -> rusqlite::Result<Vec<OutboxRow>> {

@@ -9,6 +9,9 @@
 //! them. Anything else that stops the transaction (an outage above all)
 //! answers every call of the group with the same error, and nothing of the
 //! group is applied.
+//!
+//! A call that runs a handler's own work ([`Job`]) joins no group: the
+//! group taken up before it is written first, then the job runs alone.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -18,9 +21,10 @@ use rusqlite::{Connection, TransactionBehavior};
 use tokio::sync::oneshot;
 
 use super::connection::{Fault, Link, error, fault};
-use super::read::{dead_letters, load, pending_outbox, pending_timers};
+use super::once::Job;
+use super::read::{dead_letters, handled, load, pending_outbox, pending_timers};
 use super::write::{self, Failure, Item, Refusals, StateJson};
-use crate::message::Timestamp;
+use crate::message::{MessageId, Timestamp};
 use crate::store::{
     Batch, CommitOutcome, DeadLetter, InstanceRecord, OutboxRow, Pruned, Replayed, StoreError,
     TimerRow,
@@ -44,6 +48,11 @@ pub(super) enum Request {
     DeadLetters {
         reply: Reply<Vec<DeadLetter>>,
     },
+    Handled {
+        scope: Box<str>,
+        id: MessageId,
+        reply: Reply<bool>,
+    },
     /// Answered with the batch, so that the caller frees what its own
     /// thread allocated rather than the store's thread.
     Commit {
@@ -63,6 +72,14 @@ pub(super) enum Request {
         before: Timestamp,
         reply: Reply<Pruned>,
     },
+    MarkHandled {
+        scope: Box<str>,
+        id: MessageId,
+        at: Timestamp,
+        reply: Reply<bool>,
+    },
+    /// Runs alone, in a transaction of its own.
+    Alone(Job),
 }
 
 /// How much one transaction takes up.
@@ -93,6 +110,12 @@ enum Call {
         before: Timestamp,
         reply: Reply<Pruned>,
     },
+    MarkHandled {
+        scope: Box<str>,
+        id: MessageId,
+        at: Timestamp,
+        reply: Reply<bool>,
+    },
 }
 
 /// What a call of a group wrote, for its reply once the group committed.
@@ -101,6 +124,8 @@ enum Written {
     MarkSent,
     Replay(Replayed),
     Prune(Pruned),
+    /// Whether the inbox row was new.
+    MarkHandled(bool),
     /// Left out: SQLite refused its data ([`Refusals`] says why).
     Refused,
 }
@@ -118,41 +143,62 @@ pub(super) fn serve(
         let mut rows = 0;
         let mut next = Some(first);
         while let Some(request) = next {
-            if let Some(call) = read_or_queue(&link.connection, request) {
-                rows += call.rows();
-                calls.push(call);
+            match read_or_queue(&link.connection, request) {
+                Queued::Answered => {}
+                Queued::Call(call) => {
+                    rows += call.rows();
+                    calls.push(call);
+                }
+                Queued::Alone(job) => {
+                    // The writes taken up before it go first: `work` sees them.
+                    write_calls(&mut link, std::mem::take(&mut calls), &mut states, transactions);
+                    rows = 0;
+                    job(&mut link, transactions);
+                }
             }
             let room = calls.len() < group.calls && rows < group.rows;
             next = if room { requests.try_recv().ok() } else { None };
         }
-        if !calls.is_empty() {
-            write_calls(&mut link, calls, &mut states, transactions);
-        }
+        write_calls(&mut link, calls, &mut states, transactions);
     }
+}
+
+/// What became of a request taken up.
+enum Queued {
+    /// A read, answered at once.
+    Answered,
+    /// A write, to join the group.
+    Call(Call),
+    /// To run alone, once the group taken up before it is written.
+    Alone(Job),
 }
 
 /// Answers a read at once, from the connection there is: one that cannot
 /// write can still read. A write is given back, to join the group.
-fn read_or_queue(connection: &Connection, request: Request) -> Option<Call> {
-    match request {
+fn read_or_queue(connection: &Connection, request: Request) -> Queued {
+    let call = match request {
         Request::Load { process, keys, reply } => {
-            drop(reply.send(load(connection, process, &keys).map_err(error)));
+            return answered(reply, load(connection, process, &keys));
         }
-        Request::PendingOutbox { reply } => {
-            drop(reply.send(pending_outbox(connection).map_err(error)));
+        Request::PendingOutbox { reply } => return answered(reply, pending_outbox(connection)),
+        Request::PendingTimers { reply } => return answered(reply, pending_timers(connection)),
+        Request::DeadLetters { reply } => return answered(reply, dead_letters(connection)),
+        Request::Handled { scope, id, reply } => {
+            return answered(reply, handled(connection, &scope, id));
         }
-        Request::PendingTimers { reply } => {
-            drop(reply.send(pending_timers(connection).map_err(error)));
-        }
-        Request::DeadLetters { reply } => {
-            drop(reply.send(dead_letters(connection).map_err(error)));
-        }
-        Request::Commit { batch, reply } => return Some(Call::Commit { batch, reply }),
-        Request::MarkSent { sequences, reply } => return Some(Call::MarkSent { sequences, reply }),
-        Request::Replay { ids, now, reply } => return Some(Call::Replay { ids, now, reply }),
-        Request::Prune { before, reply } => return Some(Call::Prune { before, reply }),
-    }
-    None
+        Request::Commit { batch, reply } => Call::Commit { batch, reply },
+        Request::MarkSent { sequences, reply } => Call::MarkSent { sequences, reply },
+        Request::Replay { ids, now, reply } => Call::Replay { ids, now, reply },
+        Request::Prune { before, reply } => Call::Prune { before, reply },
+        Request::MarkHandled { scope, id, at, reply } => Call::MarkHandled { scope, id, at, reply },
+        Request::Alone(job) => return Queued::Alone(job),
+    };
+    Queued::Call(call)
+}
+
+fn answered<T>(reply: Reply<T>, read: rusqlite::Result<T>) -> Queued {
+    drop(reply.send(read.map_err(error)));
+    Queued::Answered
 }
 
 impl Call {
@@ -161,6 +207,7 @@ impl Call {
         match self {
             Call::Commit { batch, .. } => batch.instances.len() + batch.dead_letters.len(),
             Call::MarkSent { sequences, .. } => sequences.len(),
+            Call::MarkHandled { .. } => 1,
             Call::Replay { .. } | Call::Prune { .. } => 0,
         }
     }
@@ -175,6 +222,9 @@ fn write_calls(
     states: &mut StateJson,
     transactions: &AtomicU64,
 ) {
+    if calls.is_empty() {
+        return;
+    }
     if let Err(unavailable) = link.writable() {
         return fail(calls, &unavailable);
     }
@@ -245,6 +295,9 @@ fn apply(
         Call::Prune { before, .. } => {
             Written::Prune(write::prune(transaction, *before).map_err(whole())?)
         }
+        Call::MarkHandled { scope, id, at, .. } => Written::MarkHandled(
+            write::mark_handled(transaction, scope, *id, *at).map_err(whole())?,
+        ),
     })
 }
 
@@ -265,6 +318,9 @@ fn answer(calls: Vec<Call>, written: Vec<Written>, refusals: &Refusals) {
                 drop(reply.send(Ok(replayed)))
             }
             (Call::Prune { reply, .. }, Written::Prune(pruned)) => drop(reply.send(Ok(pruned))),
+            (Call::MarkHandled { reply, .. }, Written::MarkHandled(inserted)) => {
+                drop(reply.send(Ok(inserted)))
+            }
             // Each call's result is made from that call; a mismatch leaves
             // the caller with `Closed` rather than a wrong answer.
             _ => {}
@@ -287,6 +343,7 @@ impl Call {
             Call::MarkSent { reply, .. } => drop(reply.send(Err(failure))),
             Call::Replay { reply, .. } => drop(reply.send(Err(failure))),
             Call::Prune { reply, .. } => drop(reply.send(Err(failure))),
+            Call::MarkHandled { reply, .. } => drop(reply.send(Err(failure))),
         }
     }
 }

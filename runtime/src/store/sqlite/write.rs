@@ -1,5 +1,6 @@
 //! The writes the store's thread applies inside a group's transaction:
-//! instance writes (each all or nothing), dead letters, replays and pruning.
+//! instance writes (each all or nothing), dead letters, replays, pruning,
+//! and the inbox rows of command handlers.
 //!
 //! An instance write checks first (the inbox, then the version), and a
 //! failed check undoes the little it wrote before the transaction goes on.
@@ -526,6 +527,23 @@ pub(super) fn replay(
         }
     }
     Ok(replayed)
+}
+
+/// Records message `id` as handled in `scope`, the inbox of a command
+/// handler: a row of the processes' inbox table, whose `process` is the
+/// scope (a scope is never a process's name). False if it was there.
+pub(super) fn mark_handled(
+    transaction: &Transaction<'_>,
+    scope: &str,
+    id: MessageId,
+    at: Timestamp,
+) -> rusqlite::Result<bool> {
+    let inserted = transaction
+        .prepare_cached(
+            "INSERT OR IGNORE INTO inbox (process, message_id, handled_at) VALUES (?1, ?2, ?3)",
+        )?
+        .execute(params![scope, blob(id), time(at)])?;
+    Ok(inserted == 1)
 }
 
 pub(super) fn prune(transaction: &Transaction<'_>, before: Timestamp) -> rusqlite::Result<Pruned> {
