@@ -668,9 +668,14 @@ async fn a_handler_commits_its_own_work_with_its_inbox_row_in_the_sqlite_store()
     idle(&engine).await;
     assert_eq!(attempts.load(Ordering::SeqCst), 2, "the redelivery reached the handler");
     let rows = store
-        .handle_once("test:count", MessageId::new(), engine.now(), |tx: &rusqlite::Transaction<'_>| {
-            tx.query_row("SELECT count(*) FROM ledger", [], |row| row.get::<_, u32>(0))
-        })
+        .handle_once(
+            "test:count",
+            MessageId::new(),
+            engine.now(),
+            |tx: &rusqlite::Transaction<'_>| {
+                tx.query_row("SELECT count(*) FROM ledger", [], |row| row.get::<_, u32>(0))
+            },
+        )
         .await
         .unwrap();
     assert_eq!(rows, Some(1), "the handler's work was done twice");

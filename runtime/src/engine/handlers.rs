@@ -158,7 +158,12 @@ impl Shared {
 
     /// Tries the handler until it succeeds, or dead-letters its message
     /// once the retry policy's attempts are spent; then settles the ack.
-    async fn handle_until_settled(&self, handler: &Handler, message: Envelope, ack: Ack) {
+    async fn handle_until_settled(
+        self: &Arc<Self>,
+        handler: &Handler,
+        message: Envelope,
+        ack: Ack,
+    ) {
         let mut failures = 0;
         loop {
             let reason = match self.attempt(handler, &message).await {
