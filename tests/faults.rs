@@ -600,3 +600,87 @@ async fn a_write_that_keeps_conflicting_is_decided_again_and_never_dead_lettered
         vec![format!("{:?}", Record { account: 9, deposit: 1, count: 1 })]
     );
 }
+
+/// An engine whose `Record` handler counts its runs, with `options`.
+fn counting_records(options: HandlerOptions, runs: &Arc<AtomicU32>) -> Engine {
+    let runs = runs.clone();
+    Engine::builder()
+        .process::<Account>()
+        .handle_with(options, move |_: Record, _: CommandContext| {
+            runs.fetch_add(1, Ordering::SeqCst);
+            async { Ok::<_, HandlerError>(()) }
+        })
+        .build()
+}
+
+#[tokio::test]
+async fn an_idempotent_handler_is_not_handed_a_redelivered_command_again() {
+    let record = Envelope::command(Record { account: 1, deposit: 1, count: 1 });
+    for (options, expected_runs) in
+        [(HandlerOptions::default(), 2), (HandlerOptions::default().idempotent(), 1)]
+    {
+        let runs = Arc::new(AtomicU32::new(0));
+        let engine = counting_records(options, &runs);
+        engine.submit(record.clone()).await.unwrap();
+        engine.submit(record.clone()).await.unwrap();
+        idle(&engine).await;
+        assert_eq!(runs.load(Ordering::SeqCst), expected_runs, "{options:?}");
+        let duplicates = 2 - expected_runs;
+        assert_eq!(engine.stats().duplicates, u64::from(duplicates), "{options:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_handler_commits_its_own_work_with_its_inbox_row_in_the_sqlite_store() {
+    use switchyard::store::rusqlite;
+
+    let path = std::env::temp_dir().join(format!("faults-handle-once-{}.db", std::process::id()));
+    remove_database(&path);
+    let store = switchyard::SqliteStore::open(&path).unwrap();
+    let (ledger, attempts) = (store.clone(), Arc::new(AtomicU32::new(0)));
+    let tries = attempts.clone();
+    let engine = Engine::builder()
+        .store(store.clone())
+        .process::<Account>()
+        .handle_with(HandlerOptions::default().idempotent(), move |record: Record, ctx: CommandContext| {
+            let (ledger, tries) = (ledger.clone(), tries.clone());
+            async move {
+                let (scope, id, now) = (ctx.inbox_scope().to_owned(), ctx.message_id(), ctx.now());
+                ledger
+                    .handle_once(&scope, id, now, move |tx: &rusqlite::Transaction<'_>| {
+                        tx.execute("CREATE TABLE IF NOT EXISTS ledger (account INTEGER, deposit INTEGER)", [])?;
+                        tx.execute("INSERT INTO ledger VALUES (?1, ?2)", [record.account, record.deposit])
+                    })
+                    .await?;
+                // The first attempt fails after its work committed, as if
+                // the process died there: the next one finds it done.
+                if tries.fetch_add(1, Ordering::SeqCst) == 0 {
+                    return Err("lost before the engine heard of it".into());
+                }
+                Ok::<_, HandlerError>(())
+            }
+        })
+        .retry(switchyard::RetryPolicy { first_backoff: Duration::from_millis(1), ..Default::default() })
+        .build();
+    let record = Envelope::command(Record { account: 2, deposit: 5, count: 1 });
+    engine.submit(record.clone()).await.unwrap();
+    engine.submit(record).await.unwrap();
+    idle(&engine).await;
+    assert_eq!(attempts.load(Ordering::SeqCst), 2, "the redelivery reached the handler");
+    let rows = store
+        .handle_once(
+            "test:count",
+            MessageId::new(),
+            engine.now(),
+            |tx: &rusqlite::Transaction<'_>| {
+                tx.query_row("SELECT count(*) FROM ledger", [], |row| row.get::<_, u32>(0))
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows, Some(1), "the handler's work was done twice");
+    assert_eq!(engine.stats().duplicates, 1);
+    drop(engine);
+    drop(store);
+    remove_database(&path);
+}

@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
-use tracing::{Instrument as _, info_span, warn};
+use tracing::{Instrument as _, debug, info_span, warn};
 
 use super::{Engine, Shared, lock, spawn};
 use crate::bus::{Ack, Settle, Settled};
 use crate::message::{Command, Envelope, Event, MessageId, MessageKind, Timestamp};
-use crate::store::Letter;
+use crate::store::{Letter, NewDeadLetter};
 
 /// The error a command handler returns.
 pub type HandlerError = Box<dyn std::error::Error + Send + Sync>;
@@ -36,6 +36,8 @@ pub(super) struct Handler {
     pub(super) name: &'static str,
     pub(super) kind: MessageKind,
     options: HandlerOptions,
+    /// Its inbox's scope in the store: `handler:` and the wire name.
+    scope: Arc<str>,
     run: ErasedHandler,
 }
 
@@ -48,12 +50,27 @@ pub struct HandlerOptions {
     /// then dead-lettered, as any other); `None` takes the engine's
     /// [`EngineBuilder::handler_timeout`](super::EngineBuilder::handler_timeout).
     pub timeout: Option<Duration>,
+    /// Whether the handler has an inbox in the store: a message whose id
+    /// it handled before (a redelivery: the same command decided again
+    /// after a crash derives the same id) is counted as a duplicate and not
+    /// handed to it again. The id is recorded once the handler succeeded,
+    /// so a crash between the two still hands the message over again; a
+    /// handler whose own work is in the engine's SQLite store closes that
+    /// gap with [`SqliteStore::handle_once`](crate::SqliteStore::handle_once),
+    /// which commits its work and the inbox row together.
+    pub idempotent: bool,
 }
 
 impl HandlerOptions {
     /// Gives up an attempt that runs longer than `timeout`.
     pub fn timeout(mut self, timeout: Duration) -> HandlerOptions {
         self.timeout = Some(timeout);
+        self
+    }
+
+    /// Keeps an inbox for the handler: see [`HandlerOptions::idempotent`].
+    pub fn idempotent(mut self) -> HandlerOptions {
+        self.idempotent = true;
         self
     }
 }
@@ -64,6 +81,7 @@ impl HandlerOptions {
 pub struct CommandContext {
     engine: Engine,
     message_id: MessageId,
+    scope: Arc<str>,
     published: Arc<AtomicU64>,
     tracker: Arc<Tracker>,
 }
@@ -96,7 +114,8 @@ impl Handler {
                 handler(message, ctx).await
             })
         });
-        Handler { name, kind, options, run }
+        let scope = format!("handler:{name}").into();
+        Handler { name, kind, options, scope, run }
     }
 }
 
@@ -113,45 +132,80 @@ impl Shared {
         let span = info_span!("handler", message = %message.name, id = %message.id);
         spawn(Box::pin(
             async move {
-                let mut failures = 0;
-                loop {
-                    match shared.attempt(&handler, &message).await {
-                        Ok(()) => {
-                            if handler.kind == MessageKind::Command {
-                                shared.counters.commands_delivered.fetch_add(1, Ordering::Relaxed);
-                            }
-                            ack.done();
-                            break;
-                        }
-                        Err(reason) => {
-                            failures += 1;
-                            if failures >= shared.config.retry.attempts {
-                                let reason = format!(
-                                    "the handler of `{}` failed {failures} times; last: {reason}",
-                                    message.name
-                                );
-                                let letter = crate::store::NewDeadLetter {
-                                    letter: Letter::Message(message),
-                                    process: None,
-                                    reason,
-                                    at: shared.clock.now(),
-                                };
-                                warn!(reason = %letter.reason, "dead-lettered");
-                                let reason = letter.reason.clone();
-                                shared.record_dead_letters(vec![letter]).await;
-                                ack.dead_lettered(reason);
-                                break;
-                            }
-                            shared.counters.retried.fetch_add(1, Ordering::Relaxed);
-                            warn!(%reason, failures, "handler failed; trying again");
-                            tokio::time::sleep(shared.config.retry.backoff(failures)).await;
-                        }
-                    }
+                if handler.options.idempotent && shared.handled_before(&handler, &message).await {
+                    ack.done();
+                } else {
+                    shared.handle_until_settled(&handler, message, ack).await;
                 }
                 shared.finish(1);
             }
             .instrument(span),
         ));
+    }
+
+    /// Whether the handler's inbox holds the message: a redelivery, counted
+    /// as a duplicate and not handled again.
+    async fn handled_before(&self, handler: &Handler, message: &Envelope) -> bool {
+        let scope = &handler.scope;
+        let id = message.id;
+        let seen = self.persist("read a handler's inbox", || self.store.handled(scope, id)).await;
+        if seen {
+            self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
+            debug!(id = %id, "{} handled before: dropped", message.name);
+        }
+        seen
+    }
+
+    /// Tries the handler until it succeeds, or dead-letters its message
+    /// once the retry policy's attempts are spent; then settles the ack.
+    async fn handle_until_settled(
+        self: &Arc<Self>,
+        handler: &Handler,
+        message: Envelope,
+        ack: Ack,
+    ) {
+        let mut failures = 0;
+        loop {
+            let reason = match self.attempt(handler, &message).await {
+                Ok(()) => return self.handled(handler, &message, ack).await,
+                Err(reason) => reason,
+            };
+            failures += 1;
+            if failures >= self.config.retry.attempts {
+                let reason = format!(
+                    "the handler of `{}` failed {failures} times; last: {reason}",
+                    message.name
+                );
+                warn!(%reason, "dead-lettered");
+                let letter = NewDeadLetter {
+                    letter: Letter::Message(message),
+                    process: None,
+                    reason: reason.clone(),
+                    at: self.clock.now(),
+                };
+                self.record_dead_letters(vec![letter]).await;
+                return ack.dead_lettered(reason);
+            }
+            self.counters.retried.fetch_add(1, Ordering::Relaxed);
+            warn!(%reason, failures, "handler failed; trying again");
+            tokio::time::sleep(self.config.retry.backoff(failures)).await;
+        }
+    }
+
+    /// After a handler succeeded: records the message in its inbox if it is
+    /// idempotent (already there if the handler recorded it with its own
+    /// work, through [`SqliteStore::handle_once`](crate::SqliteStore::handle_once)),
+    /// then counts and settles it.
+    async fn handled(&self, handler: &Handler, message: &Envelope, ack: Ack) {
+        if handler.options.idempotent {
+            let (scope, id, now) = (&handler.scope, message.id, self.clock.now());
+            self.persist("record a handler's inbox", || self.store.mark_handled(scope, id, now))
+                .await;
+        }
+        if handler.kind == MessageKind::Command {
+            self.counters.commands_delivered.fetch_add(1, Ordering::Relaxed);
+        }
+        ack.done();
     }
 
     /// One try: the handler, then everything it published.
@@ -164,6 +218,7 @@ impl Shared {
         let ctx = CommandContext {
             engine: Engine { shared: self.clone() },
             message_id: message.id,
+            scope: handler.scope.clone(),
             published: Arc::new(AtomicU64::new(0)),
             tracker: tracker.clone(),
         };
@@ -207,6 +262,13 @@ impl CommandContext {
     /// The time by the engine's clock.
     pub fn now(&self) -> Timestamp {
         self.engine.now()
+    }
+
+    /// The scope of the handler's inbox in the store (`handler:` and the
+    /// message's wire name): what [`SqliteStore::handle_once`](crate::SqliteStore::handle_once)
+    /// takes to commit the handler's own work with its inbox row.
+    pub fn inbox_scope(&self) -> &str {
+        &self.scope
     }
 
     fn emit(&self, mut envelope: Envelope) -> MessageId {

@@ -478,7 +478,9 @@ impl EngineBuilder {
     }
 
     /// [`handle`](EngineBuilder::handle), with options of its own: a
-    /// timeout other than the engine's.
+    /// timeout other than the engine's, an inbox that keeps a redelivered
+    /// command from reaching the handler again
+    /// ([`HandlerOptions::idempotent`]).
     pub fn handle_with<C, F, Fut>(mut self, options: HandlerOptions, handler: F) -> Self
     where
         C: Command,
