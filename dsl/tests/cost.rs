@@ -28,9 +28,12 @@ fn growth(shape: impl Fn(usize) -> String) -> f64 {
     (large - medium) as f64 / (medium - small) as f64
 }
 
+/// An expression of depth about `n`, by its name.
+type Shape = (&'static str, fn(usize) -> String);
+
 #[test]
 fn generating_a_deep_expression_costs_in_proportion_to_its_depth() {
-    let shapes: [(&str, fn(usize) -> String); 5] = [
+    let shapes: [Shape; 5] = [
         ("sum", |n| vec!["data.x"; n].join(" + ")),
         ("method chain", |n| format!("data.x{}", ".f()".repeat(n))),
         ("field chain", |n| format!("event{}", ".a".repeat(n))),

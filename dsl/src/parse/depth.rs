@@ -115,6 +115,9 @@ fn too_many_angles(span: Span) -> Diagnostic {
         ))
 }
 
+/// The depth of a tree, or the token where it grows too deep.
+type Depth = Result<u32, Span>;
+
 /// Refuses every expression deeper than [`MAX_EXPR_DEPTH`] and every type
 /// deeper than [`MAX_TYPE_DEPTH`] in a file that pest accepted, before the
 /// tree is built. Each outermost expression or type is measured once.
@@ -127,15 +130,13 @@ pub(super) fn check_tree(file: Pair<'_, Rule>) -> Vec<Diagnostic> {
             continue;
         }
         let end = pair.as_span().end();
-        let depth = match pair.as_rule() {
-            Rule::expr => expr_depth(pair),
-            Rule::type_path | Rule::tuple_ty => type_depth(pair),
+        let refused = match pair.as_rule() {
+            Rule::expr => expr_depth(pair).err().map(too_deep_expr),
+            Rule::type_path | Rule::tuple_ty => type_depth(pair).err().map(too_deep_type),
             _ => continue,
         };
         measured_until = end;
-        if let Err(diagnostic) = depth {
-            found.push(diagnostic);
-        }
+        found.extend(refused);
     }
     found
 }
@@ -146,12 +147,12 @@ pub(super) fn check_tree(file: Pair<'_, Rule>) -> Vec<Diagnostic> {
 /// of its parts. It recurses only into brackets, which [`check_text`] has
 /// bounded; a run of prefix operators, over which pest's Pratt parser
 /// recurses, is measured before the Pratt parser sees it.
-fn expr_depth(pair: Pair<'_, Rule>) -> Result<u32, Diagnostic> {
+fn expr_depth(pair: Pair<'_, Rule>) -> Depth {
     let mut run = 0;
     for part in pair.clone().into_inner() {
         run = if matches!(part.as_rule(), Rule::op_not | Rule::op_neg) { run + 1 } else { 0 };
         if run > MAX_EXPR_DEPTH {
-            return Err(too_deep_expr(span(&part)));
+            return Err(span(&part));
         }
     }
     PRATT.with(|pratt| {
@@ -172,11 +173,11 @@ fn expr_depth(pair: Pair<'_, Rule>) -> Result<u32, Diagnostic> {
     })
 }
 
-fn max(a: u32, b: Result<u32, Diagnostic>) -> Result<u32, Diagnostic> {
+fn max(a: u32, b: Depth) -> Depth {
     Ok(a.max(b?))
 }
 
-fn primary_depth(pair: Pair<'_, Rule>) -> Result<u32, Diagnostic> {
+fn primary_depth(pair: Pair<'_, Rule>) -> Depth {
     match pair.as_rule() {
         Rule::expr => expr_depth(pair),
         Rule::paren | Rule::list => {
@@ -198,13 +199,13 @@ fn primary_depth(pair: Pair<'_, Rule>) -> Result<u32, Diagnostic> {
 }
 
 /// The depth of the deepest expression among `pairs`, 0 for none.
-fn deepest<'i>(pairs: impl Iterator<Item = Pair<'i, Rule>>) -> Result<u32, Diagnostic> {
+fn deepest<'i>(pairs: impl Iterator<Item = Pair<'i, Rule>>) -> Depth {
     pairs.filter(|p| p.as_rule() == Rule::expr).map(expr_depth).try_fold(0, max)
 }
 
 /// One level above `depth`, the level of `op`, unless that is too deep.
-fn deeper(depth: u32, op: &Pair<'_, Rule>) -> Result<u32, Diagnostic> {
-    if depth < MAX_EXPR_DEPTH { Ok(depth + 1) } else { Err(too_deep_expr(head(op))) }
+fn deeper(depth: u32, op: &Pair<'_, Rule>) -> Depth {
+    if depth < MAX_EXPR_DEPTH { Ok(depth + 1) } else { Err(head(op)) }
 }
 
 /// The first token of a pair: an operator, or the `.`, `(`, `[` or type
@@ -234,7 +235,7 @@ fn too_deep_expr(span: Span) -> Diagnostic {
 /// The depth of a type's tree: a path without generic arguments is 0, one
 /// with them, and a tuple, one more than their deepest. It recurses as deep
 /// as the `<` and brackets that [`check_text`] has bounded.
-fn type_depth(pair: Pair<'_, Rule>) -> Result<u32, Diagnostic> {
+fn type_depth(pair: Pair<'_, Rule>) -> Depth {
     let parts = match pair.as_rule() {
         Rule::tuple_ty => pair.clone().into_inner(),
         _ => match pair.clone().into_inner().find(|p| p.as_rule() == Rule::generic_args) {
@@ -243,13 +244,10 @@ fn type_depth(pair: Pair<'_, Rule>) -> Result<u32, Diagnostic> {
         },
     };
     let inner = parts.map(type_depth).try_fold(0, max)?;
-    if inner < MAX_TYPE_DEPTH {
-        return Ok(inner + 1);
-    }
-    Err(Diagnostic::error(
-        "too-deep",
-        head(&pair),
-        format!("type nested more than {MAX_TYPE_DEPTH} deep"),
-    )
-    .with_help("declare a type alias in Rust and name it here"))
+    if inner < MAX_TYPE_DEPTH { Ok(inner + 1) } else { Err(head(&pair)) }
+}
+
+fn too_deep_type(span: Span) -> Diagnostic {
+    Diagnostic::error("too-deep", span, format!("type nested more than {MAX_TYPE_DEPTH} deep"))
+        .with_help("declare a type alias in Rust and name it here")
 }
