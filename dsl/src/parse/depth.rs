@@ -130,8 +130,14 @@ pub(super) fn check_tree(file: Pair<'_, Rule>) -> Vec<Diagnostic> {
             continue;
         }
         let end = pair.as_span().end();
+        // Each level of a tree takes at least one byte of text, so a text no
+        // longer than a limit cannot exceed it: nearly every expression and
+        // type is passed without a walk.
+        let short = |limit| end - start <= limit as usize;
         let refused = match pair.as_rule() {
+            Rule::expr if short(MAX_EXPR_DEPTH) => None,
             Rule::expr => expr_depth(pair).err().map(too_deep_expr),
+            Rule::type_path | Rule::tuple_ty if short(MAX_TYPE_DEPTH) => None,
             Rule::type_path | Rule::tuple_ty => type_depth(pair).err().map(too_deep_type),
             _ => continue,
         };
