@@ -5,18 +5,15 @@
 //! nothing was lost, done twice, stalled or dead-lettered for it.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use switchyard::store::{
-    Batch, CommitOutcome, InstanceRecord, OutboxRow, Pruned, Replayed, TimerRow,
-};
+use switchyard::testing::FaultyStore;
 use switchyard::{
-    Body, BoxFuture, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope, Error,
-    HandlerError, HandlerOptions, InProcessBus, InstanceStatus, ManualClock, MemoryStore,
-    MessageId, MessageKind, Store, StoreError, Timestamp,
+    Body, CommandContext, Engine, EngineBuilder, Envelope, Error, HandlerError, HandlerOptions,
+    InProcessBus, InstanceStatus, ManualClock, MemoryStore, MessageId, MessageKind, Store,
 };
 
 switchyard::process! {
@@ -135,90 +132,6 @@ fn accounts(builder: EngineBuilder, received: &Received) -> EngineBuilder {
         })
 }
 
-/// A memory store that fails every call while it is down, with the error
-/// SQLite gives for a file it cannot write: an error that trying again at
-/// once does not cure.
-#[derive(Clone, Default)]
-struct Switchable {
-    inner: MemoryStore,
-    down: Arc<AtomicBool>,
-    failed: Arc<AtomicU32>,
-}
-
-impl Switchable {
-    fn set_down(&self, down: bool) {
-        self.down.store(down, Ordering::SeqCst);
-    }
-
-    fn fail<T: Send + 'static>(&self) -> Option<BoxFuture<'static, Result<T, StoreError>>> {
-        if !self.down.load(Ordering::SeqCst) {
-            return None;
-        }
-        self.failed.fetch_add(1, Ordering::SeqCst);
-        let error = StoreError::Failed("attempt to write a readonly database".into());
-        Some(Box::pin(async move { Err(error) }))
-    }
-}
-
-impl Store for Switchable {
-    fn load(
-        &self,
-        process: &'static str,
-        keys: Vec<Arc<str>>,
-    ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.load(process, keys))
-    }
-
-    fn commit<'a>(
-        &'a self,
-        batch: &'a mut Batch,
-    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        if let Some(failure) = self.fail() {
-            // A store takes the batch's contents out whatever the result.
-            *batch = Batch::default();
-            return failure;
-        }
-        self.inner.commit(batch)
-    }
-
-    fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.mark_sent(sequences))
-    }
-
-    fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.pending_outbox())
-    }
-
-    fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.pending_timers())
-    }
-
-    fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.dead_letters())
-    }
-
-    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.replay(ids, now))
-    }
-
-    fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.prune(before))
-    }
-
-    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.handled(scope, id))
-    }
-
-    fn mark_handled(
-        &self,
-        scope: &str,
-        id: MessageId,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.fail().unwrap_or_else(|| self.inner.mark_handled(scope, id, at))
-    }
-}
-
 /// Waits for the engine to be idle, or fails the test if it is not within
 /// ten minutes of tokio's (paused) time: a stall is a failure, not a hang.
 async fn idle(engine: &Engine) {
@@ -233,7 +146,7 @@ async fn run_for(duration: Duration) {
 
 #[tokio::test(start_paused = true)]
 async fn a_store_outage_holds_the_work_and_dead_letters_none_of_it() {
-    let (store, received) = (Switchable::default(), Received::default());
+    let (store, received) = (FaultyStore::new(MemoryStore::new()), Received::default());
     let engine = accounts(Engine::builder(), &received)
         .store(store.clone())
         .clock(ManualClock::default())
@@ -250,7 +163,7 @@ async fn a_store_outage_holds_the_work_and_dead_letters_none_of_it() {
     let stats = engine.stats();
     assert!(stats.store_down_since.is_some(), "{stats:?}");
     assert_eq!((stats.handled, stats.dead_lettered, stats.outages), (0, 0, 1), "{stats:?}");
-    assert!(store.failed.load(Ordering::SeqCst) > 10);
+    assert!(store.failed_calls() > 10);
     assert_eq!(received.len(), 0);
 
     store.set_down(false);
@@ -269,7 +182,7 @@ async fn a_store_outage_holds_the_work_and_dead_letters_none_of_it() {
 async fn deliveries_from_a_bus_are_given_back_while_the_store_is_out() {
     // Another engine publishes through a shared bus to one whose store is
     // out: the deliveries are given back, and arrive once it answers.
-    let (store, received) = (Switchable::default(), Received::default());
+    let (store, received) = (FaultyStore::new(MemoryStore::new()), Received::default());
     let bus = InProcessBus::new();
     let engine = accounts(Engine::builder(), &received)
         .store(store.clone())
@@ -305,7 +218,7 @@ async fn deliveries_from_a_bus_are_given_back_while_the_store_is_out() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timer_due_while_the_store_fails_fires_once_it_answers() {
-    let (store, received) = (Switchable::default(), Received::default());
+    let (store, received) = (FaultyStore::new(MemoryStore::new()), Received::default());
     let clock = ManualClock::default();
     let engine =
         accounts(Engine::builder(), &received).store(store.clone()).clock(clock.clone()).build();
@@ -516,78 +429,11 @@ fn remove_database(path: &std::path::Path) {
     }
 }
 
-/// A memory store whose instance writes meet a version that moved, as if
-/// another engine wrote first, in their first `conflicts` commits.
-#[derive(Clone)]
-struct Contended {
-    inner: MemoryStore,
-    conflicts: Arc<AtomicU32>,
-}
-
-impl Store for Contended {
-    fn load(
-        &self,
-        process: &'static str,
-        keys: Vec<Arc<str>>,
-    ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
-        self.inner.load(process, keys)
-    }
-
-    fn commit<'a>(
-        &'a self,
-        batch: &'a mut Batch,
-    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        let writes = batch.instances.len();
-        if writes > 0 && self.conflicts.load(Ordering::SeqCst) > 0 {
-            self.conflicts.fetch_sub(1, Ordering::SeqCst);
-            *batch = Batch::default();
-            return Box::pin(async move { Ok(vec![CommitOutcome::Conflict; writes]) });
-        }
-        self.inner.commit(batch)
-    }
-
-    fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.mark_sent(sequences)
-    }
-
-    fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
-        self.inner.pending_outbox()
-    }
-
-    fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
-        self.inner.pending_timers()
-    }
-
-    fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        self.inner.dead_letters()
-    }
-
-    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
-        self.inner.replay(ids, now)
-    }
-
-    fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
-        self.inner.prune(before)
-    }
-
-    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.inner.handled(scope, id)
-    }
-
-    fn mark_handled(
-        &self,
-        scope: &str,
-        id: MessageId,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.inner.mark_handled(scope, id, at)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn a_write_that_keeps_conflicting_is_decided_again_and_never_dead_lettered() {
     // Four times the retry policy's attempts in a row.
-    let store = Contended { inner: MemoryStore::new(), conflicts: Arc::new(AtomicU32::new(20)) };
+    let store = FaultyStore::new(MemoryStore::new());
+    store.conflict_commits(20);
     let received = Received::default();
     let engine = accounts(Engine::builder(), &received).store(store).build();
     engine.submit(Envelope::event(Opened { account: 9 })).await.unwrap();

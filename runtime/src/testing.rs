@@ -1,11 +1,17 @@
 //! Test support for users' processes: a [`Scenario`] that runs the pure
 //! `decide` (given events, when an event or a timer, then commands, state
 //! and timers), and a [`TestEngine`] that runs the whole engine in memory on
-//! a [`ManualClock`], so that tests move time instead of sleeping.
+//! a [`ManualClock`], so that tests move time instead of sleeping, and a
+//! [`FaultyStore`] that fails on demand, for tests of what the engine does
+//! when its store misbehaves.
 //!
 //! The `expect_*` methods panic with a message that shows what was expected
 //! and what happened, as assertions do; the `check_*` methods return the
 //! same message as an error instead.
+
+mod faulty;
+
+pub use faulty::FaultyStore;
 
 use std::fmt;
 use std::sync::{Arc, Mutex};

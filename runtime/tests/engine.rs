@@ -8,14 +8,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::*;
-use switchyard_runtime::store::{
-    Batch, CommitOutcome, InstanceRecord, OutboxRow, Pruned, Replayed, TimerRow,
-};
-use switchyard_runtime::testing::TestEngine;
+use switchyard_runtime::testing::{FaultyStore, TestEngine};
 use switchyard_runtime::{
     Body, BoxFuture, Bus, BusError, CommandContext, DeadLetter, Engine, EngineBuilder, Envelope,
-    Error, HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore, MessageId,
-    MessageKind, RetryPolicy, Settle, Store, StoreError, Subscription, Timestamp,
+    Error, HandlerError, InProcessBus, InstanceStatus, Letter, ManualClock, MemoryStore,
+    MessageKind, RetryPolicy, Settle, Store, Subscription,
 };
 
 /// Runs `Order` with handlers that accept `Ship` and `Nudge`.
@@ -305,89 +302,10 @@ async fn the_outbox_left_by_a_crash_is_sent_at_the_next_start_with_the_same_ids(
     assert!(store.pending_outbox().await.unwrap().is_empty());
 }
 
-/// A store that fails its first commits: as if the disk were busy, or, if
-/// `lasting`, with an error that trying again does not seem to cure.
-#[derive(Clone)]
-struct Flaky {
-    inner: MemoryStore,
-    failures: Arc<AtomicU32>,
-    lasting: bool,
-}
-
-impl Flaky {
-    /// A memory store whose first `failures` commits fail.
-    fn new(failures: u32, lasting: bool) -> Flaky {
-        Flaky { inner: MemoryStore::new(), failures: Arc::new(AtomicU32::new(failures)), lasting }
-    }
-}
-
-impl Store for Flaky {
-    fn load(
-        &self,
-        process: &'static str,
-        keys: Vec<Arc<str>>,
-    ) -> BoxFuture<'_, Result<Vec<Option<InstanceRecord>>, StoreError>> {
-        self.inner.load(process, keys)
-    }
-
-    fn commit<'a>(
-        &'a self,
-        batch: &'a mut Batch,
-    ) -> BoxFuture<'a, Result<Vec<CommitOutcome>, StoreError>> {
-        if self.failures.load(Ordering::SeqCst) > 0 {
-            *batch = Batch::default();
-            self.failures.fetch_sub(1, Ordering::SeqCst);
-            let error = if self.lasting {
-                StoreError::Failed("the disk is full".into())
-            } else {
-                StoreError::Unavailable("the disk is busy".into())
-            };
-            return Box::pin(async { Err(error) });
-        }
-        self.inner.commit(batch)
-    }
-
-    fn mark_sent(&self, sequences: Vec<u64>) -> BoxFuture<'_, Result<(), StoreError>> {
-        self.inner.mark_sent(sequences)
-    }
-
-    fn pending_outbox(&self) -> BoxFuture<'_, Result<Vec<OutboxRow>, StoreError>> {
-        self.inner.pending_outbox()
-    }
-
-    fn pending_timers(&self) -> BoxFuture<'_, Result<Vec<TimerRow>, StoreError>> {
-        self.inner.pending_timers()
-    }
-
-    fn dead_letters(&self) -> BoxFuture<'_, Result<Vec<DeadLetter>, StoreError>> {
-        self.inner.dead_letters()
-    }
-
-    fn replay(&self, ids: Vec<u64>, now: Timestamp) -> BoxFuture<'_, Result<Replayed, StoreError>> {
-        self.inner.replay(ids, now)
-    }
-
-    fn prune(&self, before: Timestamp) -> BoxFuture<'_, Result<Pruned, StoreError>> {
-        self.inner.prune(before)
-    }
-
-    fn handled(&self, scope: &str, id: MessageId) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.inner.handled(scope, id)
-    }
-
-    fn mark_handled(
-        &self,
-        scope: &str,
-        id: MessageId,
-        at: Timestamp,
-    ) -> BoxFuture<'_, Result<bool, StoreError>> {
-        self.inner.mark_handled(scope, id, at)
-    }
-}
-
 #[tokio::test(start_paused = true)]
 async fn transient_store_errors_are_retried_and_nothing_is_lost() {
-    let store = Flaky::new(3, false);
+    let store = FaultyStore::new(MemoryStore::new());
+    store.fail_commits(3, true);
     let engine =
         orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
     engine.publish(placed(14));
@@ -407,7 +325,8 @@ async fn a_store_that_keeps_failing_is_an_outage_and_dead_letters_nothing() {
     // Four times the retry policy's attempts, with an error that trying
     // again does not seem to cure: the store is out, the message is not at
     // fault. The engine holds it until the store takes it.
-    let store = Flaky::new(20, true);
+    let store = FaultyStore::new(MemoryStore::new());
+    store.fail_commits(20, false);
     let engine =
         orders(Engine::builder()).store(store.clone()).clock(ManualClock::default()).build();
     engine.publish(placed(15));
