@@ -143,7 +143,8 @@ impl Feed {
         let settle = Settle::new(move |settled| {
             runtime.spawn(settle_with(acker, ack_kind(&settled, nak_delay)));
         });
-        self.receiver.receive(envelope.clone(), Ack::new(envelope.id, settle));
+        let id = envelope.id;
+        self.receiver.receive(envelope, Ack::new(id, settle));
     }
 }
 
