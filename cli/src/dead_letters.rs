@@ -1,16 +1,21 @@
-//! `switchyard dead-letters list|replay --db PATH`: reads the dead letters of
-//! an engine's SQLite store, and queues them to be handled again.
+//! `switchyard dead-letters list|replay --db PATH` (or `--database-url URL
+//! [--schema NAME]`): reads the dead letters of an engine's SQLite or
+//! PostgreSQL store, and queues them to be handled again.
 //!
 //! Replaying moves a message back into the outbox and a timer back into the
 //! timers, due at once, in one transaction; the engine sends them when it
 //! next starts (a running engine replays through its own API). A replayed
-//! message keeps its id, so receivers that handled it before drop it.
+//! message keeps its id, so receivers that handled it before drop it. In
+//! PostgreSQL the rows are queued with a lease that has already run out, so
+//! that any engine node may claim them.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
+use switchyard_postgres::{PostgresOptions, PostgresStore};
 use switchyard_runtime::store::{DeadLetter, Letter, Store};
-use switchyard_runtime::{SqliteStore, Timestamp};
+use switchyard_runtime::{SqliteStore, StoreError, Timestamp};
 
 use crate::output::{errln, outln};
 
@@ -26,18 +31,16 @@ pub struct Args {
 pub enum Action {
     /// Lists the dead letters, oldest first, with their reasons.
     List {
-        /// The engine's SQLite file.
-        #[arg(long, value_name = "PATH")]
-        db: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// Prints each letter's body (JSON) under it.
         #[arg(long)]
         bodies: bool,
     },
     /// Queues dead letters to be handled again: by number, or all of them.
     Replay {
-        /// The engine's SQLite file.
-        #[arg(long, value_name = "PATH")]
-        db: PathBuf,
+        #[command(flatten)]
+        source: Source,
         /// The numbers of the letters, as `list` shows them.
         #[arg(value_name = "ID", required_unless_present = "all", conflicts_with = "all")]
         ids: Vec<u64>,
@@ -47,11 +50,31 @@ pub enum Action {
     },
 }
 
+/// The engine's store: a SQLite file, or a schema of a PostgreSQL database.
+#[derive(Debug, clap::Args)]
+pub struct Source {
+    /// The engine's SQLite file.
+    #[arg(
+        long,
+        value_name = "PATH",
+        required_unless_present = "database_url",
+        conflicts_with = "database_url"
+    )]
+    pub db: Option<PathBuf>,
+    /// The engine nodes' PostgreSQL database (`postgres://user@host/db`).
+    #[arg(long, value_name = "URL")]
+    pub database_url: Option<String>,
+    /// The schema of the store in that database.
+    #[arg(long, value_name = "NAME", requires = "database_url")]
+    pub schema: Option<String>,
+}
+
 const AFTER_HELP: &str = "\
 A message lands in the dead letters when it cannot be decoded, when `decide`
 panics on it, when no handler takes a command, or when its handling keeps
 failing after the retries. Nothing is dropped silently: fix the cause, then
-replay. The engine sends replayed letters when it next starts.
+replay. The engine sends replayed letters when it next starts; in PostgreSQL,
+the engine nodes take them up when one next claims rows whose lease ran out.
 
 Exit codes:
   0  done
@@ -60,15 +83,16 @@ Exit codes:
 Examples:
   switchyard dead-letters list --db engine.db
   switchyard dead-letters replay --db engine.db 3 4
-  switchyard dead-letters replay --db engine.db --all";
+  switchyard dead-letters replay --db engine.db --all
+  switchyard dead-letters list --database-url postgres://app@db/orders --schema switchyard";
 
 /// The exit code when the database cannot be used.
 const UNUSABLE: u8 = 2;
 
 pub fn run(args: &Args) -> ExitCode {
     let result = match &args.action {
-        Action::List { db, bodies } => list(db, *bodies),
-        Action::Replay { db, ids, all } => replay(db, ids, *all),
+        Action::List { source, bodies } => list(source, *bodies),
+        Action::Replay { source, ids, all } => replay(source, ids, *all),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -79,10 +103,10 @@ pub fn run(args: &Args) -> ExitCode {
     }
 }
 
-fn list(db: &Path, bodies: bool) -> Result<(), String> {
-    let letters = with_store(db, |store| async move { store.dead_letters().await })?;
+fn list(source: &Source, bodies: bool) -> Result<(), String> {
+    let letters = with_store(source, |store| async move { store.dead_letters().await })?;
     if letters.is_empty() {
-        outln!("no dead letters in `{}`", db.display());
+        outln!("no dead letters in {}", source.name());
         return Ok(());
     }
     for letter in &letters {
@@ -117,9 +141,9 @@ fn line(letter: &DeadLetter) -> String {
     )
 }
 
-fn replay(db: &Path, ids: &[u64], all: bool) -> Result<(), String> {
+fn replay(source: &Source, ids: &[u64], all: bool) -> Result<(), String> {
     let ids = ids.to_vec();
-    let replayed = with_store(db, |store| async move {
+    let replayed = with_store(source, |store| async move {
         let ids = if all {
             store.dead_letters().await?.iter().map(|letter| letter.id).collect()
         } else {
@@ -128,8 +152,12 @@ fn replay(db: &Path, ids: &[u64], all: bool) -> Result<(), String> {
         store.replay(ids, Timestamp::now()).await
     })?;
     let (messages, timers) = (replayed.messages.len(), replayed.timers.len());
+    let when = match source.database_url {
+        None => "the engine sends them when it next starts",
+        Some(_) => "an engine node takes them up when it next claims expired rows",
+    };
     outln!(
-        "replayed {messages} message{} and {timers} timer{}: the engine sends them when it next starts",
+        "replayed {messages} message{} and {timers} timer{}: {when}",
         if messages == 1 { "" } else { "s" },
         if timers == 1 { "" } else { "s" }
     );
@@ -138,20 +166,61 @@ fn replay(db: &Path, ids: &[u64], all: bool) -> Result<(), String> {
 
 /// Opens the store of an existing database (never creates one) and runs
 /// `call` on it.
-fn with_store<T, F, Fut>(db: &Path, call: F) -> Result<T, String>
+fn with_store<T, F, Fut>(source: &Source, call: F) -> Result<T, String>
 where
-    F: FnOnce(SqliteStore) -> Fut,
-    Fut: Future<Output = Result<T, switchyard_runtime::StoreError>>,
+    F: FnOnce(Box<dyn Store>) -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
 {
-    if !db.is_file() {
-        return Err(format!("no database at `{}`", db.display()));
-    }
-    let store =
-        SqliteStore::open(db).map_err(|e| format!("cannot open `{}`: {e}", db.display()))?;
+    // The PostgreSQL store's connections are tasks of this runtime.
     let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .map_err(|e| format!("cannot start: {e}"))?;
-    runtime.block_on(call(store)).map_err(|e| format!("`{}`: {e}", db.display()))
+    runtime.block_on(async {
+        let store = open(source).await?;
+        call(store).await.map_err(|e| format!("{}: {e}", source.name()))
+    })
+}
+
+async fn open(source: &Source) -> Result<Box<dyn Store>, String> {
+    let Some(url) = &source.database_url else {
+        let db = source.db.as_deref().unwrap_or(std::path::Path::new(""));
+        if !db.is_file() {
+            return Err(format!("no database at `{}`", db.display()));
+        }
+        let store =
+            SqliteStore::open(db).map_err(|e| format!("cannot open `{}`: {e}", db.display()))?;
+        return Ok(Box::new(store));
+    };
+    // A lease that has run out already: rows this command queues are any
+    // node's to claim at once, as it holds none of them after it exits.
+    let options = PostgresOptions {
+        schema: source.schema.clone().unwrap_or_else(|| PostgresOptions::default().schema),
+        lease: Duration::ZERO,
+        create_schema: false,
+        ..PostgresOptions::default()
+    };
+    let store = PostgresStore::connect(url, options)
+        .await
+        .map_err(|e| format!("cannot open {}: {e}", source.name()))?;
+    Ok(Box::new(store))
+}
+
+impl Source {
+    /// The store in words, for messages: the file, or the schema (never
+    /// the URL, which may hold a password).
+    fn name(&self) -> String {
+        match (&self.database_url, &self.db) {
+            (Some(_), _) => {
+                let schema =
+                    self.schema.clone().unwrap_or_else(|| PostgresOptions::default().schema);
+                format!("the PostgreSQL schema `{schema}`")
+            }
+            (None, db) => {
+                format!("`{}`", db.as_deref().unwrap_or(std::path::Path::new("")).display())
+            }
+        }
+    }
 }
 
 /// A timestamp as UTC date and time, to the second.
