@@ -1,6 +1,7 @@
 //! Every Rust code block of the README and of `docs/` is code that builds:
 //! each block, or each part of it between `// ...` lines, must stand word for
-//! word (up to indentation) in an example or a test of the project, all parts
+//! word (up to indentation) in an example or a test of the project (of the
+//! facade, or of the runtime, bus and store crates), all parts
 //! in one file and in order. The blocks show real code, and a change that
 //! breaks one breaks the build of the file it comes from.
 
@@ -66,8 +67,11 @@ fn contains_in_order(file: &[String], parts: &[Vec<String>]) -> bool {
 fn every_rust_block_of_the_docs_is_built_code() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = Vec::new();
-    sources(&root.join("examples"), &mut files);
-    sources(&root.join("tests"), &mut files);
+    // The examples and tests of the facade, and the tests of the crates
+    // that live beside it (the JetStream bus, the PostgreSQL store).
+    for dir in ["examples", "tests", "runtime/tests", "nats/tests", "postgres/tests"] {
+        sources(&root.join(dir), &mut files);
+    }
     let files: Vec<(PathBuf, Vec<String>)> = files
         .into_iter()
         .map(|path| {

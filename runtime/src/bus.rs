@@ -10,9 +10,10 @@
 //! [`Settle`]. The outbox relay marks its rows sent only then, so a message
 //! is never lost between two engines: it is sent again until it is handled.
 //!
-//! A bus for several nodes (NATS JetStream) maps this directly: publishing
-//! resolves on the stream's acknowledgement, [`Ack::done`] is an ack,
-//! [`Ack::reject`] a termination, and a dropped ack a negative ack.
+//! A bus for several nodes (`JetStreamBus` in the `switchyard-nats` crate)
+//! maps this directly: publishing resolves on the stream's acknowledgement,
+//! [`Ack::done`] is an ack, [`Ack::reject`] a termination, and a dropped
+//! ack a negative ack.
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +26,10 @@ use crate::message::{Envelope, MessageId, MessageKind, NameMap};
 pub trait Bus: Send + Sync + 'static {
     /// Hands `messages` to the bus in order. The future resolves once they
     /// are ordered after everything published before through this bus;
-    /// `settle` is then called once, when every receiver has settled them.
+    /// `settle` is then called once, when every receiver has settled them,
+    /// or, for a broker that keeps messages durably, once it has stored
+    /// them: from then on redelivery is the broker's, and what a receiver
+    /// refuses goes to that receiver's dead letters.
     /// If the future fails, `settle` is never called and nothing was sent.
     fn publish(
         &self,
