@@ -164,14 +164,9 @@ pub struct Renewed {
     pub timers: u64,
 }
 
-/// What [`PostgresStore::claim_expired`] took over.
-#[derive(Clone, Debug, Default)]
-pub struct Claimed {
-    /// Outbox rows, in commit order.
-    pub outbox: Vec<OutboxRow>,
-    /// Timers, soonest first.
-    pub timers: Vec<TimerRow>,
-}
+/// What [`PostgresStore::claim_expired`] took over: the runtime's own, since
+/// the engine claims through the [`Store`] trait.
+pub use switchyard_runtime::store::Claimed;
 
 impl fmt::Debug for PostgresStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -356,6 +351,18 @@ impl Store for PostgresStore {
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         let scope = scope.into();
         self.call(|reply| Call::MarkHandled { scope, id, at, reply })
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        Some(self.shared.claim.lease)
+    }
+
+    fn renew_leases(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { PostgresStore::renew_leases(self).await.map(|_| ()) })
+    }
+
+    fn claim_expired(&self) -> BoxFuture<'_, Result<Claimed, StoreError>> {
+        Box::pin(PostgresStore::claim_expired(self))
     }
 }
 

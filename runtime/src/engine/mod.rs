@@ -15,6 +15,7 @@
 
 mod handlers;
 mod health;
+mod leases;
 mod relay;
 mod timers;
 mod worker;
@@ -642,8 +643,16 @@ impl EngineBuilder {
             shared.timers_changed.clone(),
             shared.clock.clone(),
             stop_receiver.clone(),
-            ready_receiver,
+            ready_receiver.clone(),
         ));
+        if let Some(lease) = shared.store.lease() {
+            tokio::spawn(leases::run(
+                weak.clone(),
+                lease,
+                stop_receiver.clone(),
+                ready_receiver.clone(),
+            ));
+        }
         if let Some(retention) = shared.config.retention {
             tokio::spawn(timers::prune(
                 weak.clone(),

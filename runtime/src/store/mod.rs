@@ -18,6 +18,7 @@ mod sqlite;
 use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 pub use memory::MemoryStore;
 /// The SQLite binding of [`SqliteStore::handle_once`]'s transaction: a
@@ -99,6 +100,40 @@ pub trait Store: Send + Sync + 'static {
         id: MessageId,
         at: Timestamp,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+
+    /// How long the outbox rows and timers this node holds stay its own
+    /// without [`Store::renew_leases`]: a store shared by several engine
+    /// nodes hands a node's rows to another once they run out, so that
+    /// none is stranded when a node dies. `None`, the default, for a store
+    /// of one node, which has no leases: the engine then neither renews
+    /// nor claims.
+    fn lease(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Extends the leases of the rows this node holds. The engine calls it
+    /// every third of [`Store::lease`]. A store without leases has nothing
+    /// to extend.
+    fn renew_leases(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// Takes over, for this node, the outbox rows and timers whose leases
+    /// ran out (their node died, or stopped renewing), each for exactly
+    /// one caller of any node: the engine hands them to its relay and its
+    /// timers. A store without leases has none to hand over.
+    fn claim_expired(&self) -> BoxFuture<'_, Result<Claimed, StoreError>> {
+        Box::pin(async { Ok(Claimed::default()) })
+    }
+}
+
+/// What [`Store::claim_expired`] took over.
+#[derive(Clone, Debug, Default)]
+pub struct Claimed {
+    /// Outbox rows, in commit order.
+    pub outbox: Vec<OutboxRow>,
+    /// Timers, soonest first.
+    pub timers: Vec<TimerRow>,
 }
 
 /// An instance as stored.

@@ -6,11 +6,12 @@
 use std::fmt;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::Duration;
 
 use crate::clock::BoxFuture;
 use crate::message::{MessageId, Timestamp};
 use crate::store::{
-    Batch, CommitOutcome, DeadLetter, InstanceRecord, OutboxRow, Pruned, Replayed, Store,
+    Batch, Claimed, CommitOutcome, DeadLetter, InstanceRecord, OutboxRow, Pruned, Replayed, Store,
     StoreError, TimerRow,
 };
 
@@ -181,6 +182,18 @@ impl<S: Store> Store for FaultyStore<S> {
         at: Timestamp,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         self.outage().unwrap_or_else(|| self.inner.mark_handled(scope, id, at))
+    }
+
+    fn lease(&self) -> Option<Duration> {
+        self.inner.lease()
+    }
+
+    fn renew_leases(&self) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.outage().unwrap_or_else(|| self.inner.renew_leases())
+    }
+
+    fn claim_expired(&self) -> BoxFuture<'_, Result<Claimed, StoreError>> {
+        self.outage().unwrap_or_else(|| self.inner.claim_expired())
     }
 }
 
