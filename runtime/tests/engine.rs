@@ -278,6 +278,31 @@ impl Bus for Down {
     fn subscribe(&self, _: Subscription, _: Arc<dyn switchyard_runtime::Receiver>) {}
 }
 
+/// A bus that is down, and says whether anything still holds it.
+struct HeldDown(Arc<()>);
+
+impl Bus for HeldDown {
+    fn publish(&self, _: Vec<Envelope>, _: Settle) -> BoxFuture<'static, Result<(), BusError>> {
+        Box::pin(async { Err(BusError::Unavailable("the network is down".into())) })
+    }
+
+    fn subscribe(&self, _: Subscription, _: Arc<dyn switchyard_runtime::Receiver>) {}
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_engine_dropped_while_its_bus_is_down_stops_and_lets_the_bus_go() {
+    let held = Arc::new(());
+    let engine = orders(Engine::builder()).bus(HeldDown(held.clone())).build();
+    engine.deliver(Envelope::event(placed(16)));
+    engine.deliver(Envelope::event(Paid { order: 16 }));
+    // The relay is retrying the `Ship` against the bus that is down.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(engine.stats().retried > 0);
+    drop(engine);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!(Arc::strong_count(&held), 1, "the engine's tasks still hold its bus");
+}
+
 #[tokio::test(start_paused = true)]
 async fn the_outbox_left_by_a_crash_is_sent_at_the_next_start_with_the_same_ids() {
     let store = MemoryStore::new();

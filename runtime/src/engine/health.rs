@@ -86,11 +86,10 @@ impl Health {
         true
     }
 
-    /// Waits until the store answers.
-    pub(super) async fn wait_up(&self) {
-        let mut up = self.up.subscribe();
-        // The sender lives in `self`, which outlives this wait.
-        let _ = up.wait_for(|up| *up).await;
+    /// Whether the store answers, to wait on without holding the engine:
+    /// `true` while it does. Closed once the engine is gone.
+    pub(super) fn watch(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
     }
 }
 

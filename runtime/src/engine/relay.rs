@@ -147,14 +147,21 @@ pub(super) async fn run(weak: Weak<Shared>, mut rows: mpsc::UnboundedReceiver<Ve
         let Some(shared) = weak.upgrade() else { return };
         // While the store fails, what the relay sends would only be given
         // back by receivers on it, and could not be marked sent: it waits.
-        shared.health.wait_up().await;
-        send(&shared, batch, &settled_sender).await;
+        let mut up = shared.health.watch();
+        drop(shared);
+        if up.wait_for(|up| *up).await.is_err() {
+            return;
+        }
+        send(&weak, batch, &settled_sender).await;
     }
 }
 
-/// Hands one batch to the bus, trying again while the bus refuses it.
+/// Hands one batch to the bus, trying again while the bus refuses it. The
+/// engine is held only for each attempt, not across the waits between
+/// them: an engine dropped while its bus is down stops, and its rows stay
+/// in the store for the next run.
 async fn send(
-    shared: &Shared,
+    weak: &Weak<Shared>,
     batch: Vec<Pending>,
     settled: &mpsc::UnboundedSender<(Vec<Pending>, Settled)>,
 ) {
@@ -173,13 +180,16 @@ async fn send(
             // the store for the next run.
             let _ = settled.send((rows, outcome));
         });
+        let Some(shared) = weak.upgrade() else { return };
         match shared.bus.publish(messages, settle).await {
             Ok(()) => return,
             Err(error) => {
                 failures += 1;
                 shared.counters.retried.fetch_add(1, Ordering::Relaxed);
                 warn!(%error, failures, rows = batch.len(), "the bus did not take the outbox; trying again");
-                tokio::time::sleep(shared.config.retry.backoff(failures)).await;
+                let wait = shared.config.retry.backoff(failures);
+                drop(shared);
+                tokio::time::sleep(wait).await;
             }
         }
     }
