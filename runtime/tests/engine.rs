@@ -278,8 +278,10 @@ impl Bus for Down {
     fn subscribe(&self, _: Subscription, _: Arc<dyn switchyard_runtime::Receiver>) {}
 }
 
-/// A bus that is down, and says whether anything still holds it.
-struct HeldDown(Arc<()>);
+/// A bus that is down; its token's count says whether anything still holds it.
+struct HeldDown {
+    _token: Arc<()>,
+}
 
 impl Bus for HeldDown {
     fn publish(&self, _: Vec<Envelope>, _: Settle) -> BoxFuture<'static, Result<(), BusError>> {
@@ -292,7 +294,7 @@ impl Bus for HeldDown {
 #[tokio::test(start_paused = true)]
 async fn an_engine_dropped_while_its_bus_is_down_stops_and_lets_the_bus_go() {
     let held = Arc::new(());
-    let engine = orders(Engine::builder()).bus(HeldDown(held.clone())).build();
+    let engine = orders(Engine::builder()).bus(HeldDown { _token: held.clone() }).build();
     engine.deliver(Envelope::event(placed(16)));
     engine.deliver(Envelope::event(Paid { order: 16 }));
     // The relay is retrying the `Ship` against the bus that is down.
