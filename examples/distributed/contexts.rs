@@ -154,10 +154,8 @@ async fn take(
     let mark = if fresh { "fresh" } else { "again" };
     writeln!(log, "{sequence} {delivered} {id} {name} {order} {mark}").context("write the log")?;
     if !quiet {
-        println!(
-            "  contexts  <- {name:<22} {order} {}",
-            if fresh { "" } else { "(again: dropped)" }
-        );
+        let again = if fresh { "" } else { " (again: dropped)" };
+        println!("  contexts  <- {name:<22} {order}{again}");
     }
     if !fresh {
         return Ok(None);
