@@ -446,7 +446,7 @@ fn main() {
     let mut results = Vec::new();
 
     if wanted("end-to-end") {
-        let events = scaled(20_000);
+        let events = scaled(50_000);
         for nodes in [1, 3] {
             let (mut engine, mut bare) = (0.0f64, 0.0f64);
             for round in 0..ROUNDS {
