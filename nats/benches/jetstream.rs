@@ -395,19 +395,25 @@ fn offered(url: &str, side: Side, rate: f64, events: usize) -> Vec<Duration> {
                 let now = Instant::now();
                 late = late.max(now.saturating_duration_since(due.into_std()));
                 published.push(now);
-                acks.push(publish(&jetstream, &subject, 1_000 + n as u64).await);
+                // Each acknowledgement awaited as it comes: the client holds
+                // only so many outstanding before a publish waits for one.
+                let ack = publish(&jetstream, &subject, 1_000 + n as u64).await;
+                acks.push(tokio::spawn(async move { ack.await }));
             }
             for ack in acks {
-                ack.await.unwrap();
+                ack.await.unwrap().expect("the stream stores the event");
             }
             (published, late)
         });
         let mut arrived = Vec::with_capacity(events);
         while arrived.len() < events {
-            let (order, at) = tokio::time::timeout(Duration::from_secs(10), delivered.recv())
-                .await
-                .expect("a command within ten seconds")
-                .unwrap();
+            let next = tokio::time::timeout(Duration::from_secs(10), delivered.recv()).await;
+            let Ok(Some((order, at))) = next else {
+                panic!(
+                    "{side:?}: {} of {events} commands, then none for ten seconds",
+                    arrived.len()
+                )
+            };
             arrived.push(((order - 1_000) as usize, at));
         }
         let (published, late) = publisher.await.unwrap();
