@@ -4,9 +4,7 @@
 //! and takes over those whose node died, handing them to the relay and the
 //! timer index. A store of one node has no lease, and no such task runs.
 
-use std::pin::pin;
 use std::sync::Weak;
-use std::task::Poll;
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -14,6 +12,7 @@ use tracing::{debug, info, warn};
 
 use super::Shared;
 use super::relay::Pending;
+use super::timers::stops_first;
 
 /// Renews and claims every `lease / 3` until the engine stops. Starts once
 /// the rows of the last run have been recovered.
@@ -28,16 +27,7 @@ pub(super) async fn run(
     }
     let every = (lease / 3).max(Duration::from_millis(10));
     loop {
-        let mut sleep = pin!(tokio::time::sleep(every));
-        let mut stopped = pin!(stop.changed());
-        let stopping = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = stopped.as_mut().poll(cx) {
-                return Poll::Ready(result.is_err());
-            }
-            sleep.as_mut().poll(cx).map(|()| false)
-        })
-        .await;
-        if stopping {
+        if stops_first(tokio::time::sleep(every), &mut stop).await {
             return;
         }
         let Some(shared) = weak.upgrade() else { return };

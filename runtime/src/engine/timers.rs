@@ -158,6 +158,22 @@ pub(super) async fn run(
     }
 }
 
+/// Waits for `sleep`, or for the engine to stop: true if it stopped first.
+pub(super) async fn stops_first(
+    sleep: impl Future<Output = ()>,
+    stop: &mut watch::Receiver<()>,
+) -> bool {
+    let mut sleep = pin!(sleep);
+    let mut stopped = pin!(stop.changed());
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = stopped.as_mut().poll(cx) {
+            return Poll::Ready(result.is_err());
+        }
+        sleep.as_mut().poll(cx).map(|()| false)
+    })
+    .await
+}
+
 /// The pruning task: every quarter of the retention (at least a minute, at
 /// most an hour), deletes tombstones and inbox rows older than the retention.
 pub(super) async fn prune(
@@ -168,16 +184,7 @@ pub(super) async fn prune(
 ) {
     let every = (retention / 4).clamp(Duration::from_secs(60), Duration::from_secs(3600));
     loop {
-        let mut sleep = pin!(clock.sleep_until(clock.now() + every));
-        let mut stopped = pin!(stop.changed());
-        let stopping = std::future::poll_fn(|cx| {
-            if let Poll::Ready(result) = stopped.as_mut().poll(cx) {
-                return Poll::Ready(result.is_err());
-            }
-            sleep.as_mut().poll(cx).map(|()| false)
-        })
-        .await;
-        if stopping {
+        if stops_first(clock.sleep_until(clock.now() + every), &mut stop).await {
             return;
         }
         let Some(shared) = weak.upgrade() else { return };
