@@ -20,6 +20,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 use tracing::{Instrument as _, debug, info_span, warn};
 
+use super::health::Access;
 use super::{Engine, Shared, lock, spawn};
 use crate::bus::{Ack, Settle, Settled};
 use crate::message::{Command, Envelope, Event, MessageId, MessageKind, Timestamp};
@@ -148,7 +149,9 @@ impl Shared {
     async fn handled_before(&self, handler: &Handler, message: &Envelope) -> bool {
         let scope = &handler.scope;
         let id = message.id;
-        let seen = self.persist("read a handler's inbox", || self.store.handled(scope, id)).await;
+        let seen = self
+            .persist("read a handler's inbox", Access::Read, || self.store.handled(scope, id))
+            .await;
         if seen {
             self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
             debug!(id = %id, "{} handled before: dropped", message.name);
@@ -199,8 +202,10 @@ impl Shared {
     async fn handled(&self, handler: &Handler, message: &Envelope, ack: Ack) {
         if handler.options.idempotent {
             let (scope, id, now) = (&handler.scope, message.id, self.clock.now());
-            self.persist("record a handler's inbox", || self.store.mark_handled(scope, id, now))
-                .await;
+            self.persist("record a handler's inbox", Access::Write, || {
+                self.store.mark_handled(scope, id, now)
+            })
+            .await;
         }
         if handler.kind == MessageKind::Command {
             self.counters.commands_delivered.fetch_add(1, Ordering::Relaxed);

@@ -1,5 +1,6 @@
 //! Whether the store answers: an outage is the time between a store call
-//! that failed and the next one that succeeded.
+//! that failed and the next one that succeeded, a write once a write has
+//! failed (a store may answer reads while it cannot write).
 //!
 //! A store that cannot write (read-only, disk full, gone) is an outage, not
 //! a fault of the messages in flight: the engine tries their batches again,
@@ -18,13 +19,22 @@ use tracing::{info, warn};
 use crate::message::Timestamp;
 use crate::store::StoreError;
 
+/// What a store call does. A store may answer reads while it cannot write
+/// (SQLite on a file it may only read): a read that succeeds ends only an
+/// outage in which no write has failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Access {
+    Read,
+    Write,
+}
+
 /// The store's health as the engine sees it.
 #[derive(Debug)]
 pub(super) struct Health {
     /// Set while the store is failing: read on every delivery, so an atomic.
     down: AtomicBool,
-    /// When the current outage began.
-    since: Mutex<Option<Timestamp>>,
+    /// When the current outage began, and whether a write failed in it.
+    since: Mutex<Option<(Timestamp, Access)>>,
     /// Outages begun since the engine started.
     outages: AtomicU64,
     /// `true` while the store answers; waited on by what holds back.
@@ -50,7 +60,7 @@ impl Health {
 
     /// When the current outage began, if the store is failing now.
     pub(super) fn down_since(&self) -> Option<Timestamp> {
-        *super::lock(&self.since)
+        super::lock(&self.since).map(|(began, _)| began)
     }
 
     pub(super) fn outages(&self) -> u64 {
@@ -59,12 +69,21 @@ impl Health {
 
     /// A store call failed at `now`: begins an outage unless one is on.
     /// Returns whether this call began it.
-    pub(super) fn failed(&self, now: Timestamp, what: &str, error: &StoreError) -> bool {
+    pub(super) fn failed(
+        &self,
+        now: Timestamp,
+        access: Access,
+        what: &str,
+        error: &StoreError,
+    ) -> bool {
         let mut since = super::lock(&self.since);
-        if since.is_some() {
+        if let Some((_, kind)) = since.as_mut() {
+            if access == Access::Write {
+                *kind = Access::Write;
+            }
             return false;
         }
-        *since = Some(now);
+        *since = Some((now, access));
         self.down.store(true, Ordering::Release);
         self.outages.fetch_add(1, Ordering::Relaxed);
         self.up.send_replace(false);
@@ -72,13 +91,20 @@ impl Health {
         true
     }
 
-    /// A store call succeeded at `now`: ends the outage, if one is on.
-    /// Returns whether it ended one.
-    pub(super) fn answered(&self, now: Timestamp) -> bool {
+    /// A store call succeeded at `now`: ends the outage, if one is on and
+    /// the call can tell (a read cannot, once a write failed). Returns
+    /// whether it ended one.
+    pub(super) fn answered(&self, now: Timestamp, access: Access) -> bool {
         if !self.is_down() {
             return false;
         }
-        let Some(began) = super::lock(&self.since).take() else { return false };
+        let mut since = super::lock(&self.since);
+        let Some((began, kind)) = *since else { return false };
+        if access == Access::Read && kind == Access::Write {
+            return false;
+        }
+        *since = None;
+        drop(since);
         self.down.store(false, Ordering::Release);
         self.up.send_replace(true);
         let lasted = now.0.saturating_sub(began.0);
@@ -101,9 +127,11 @@ mod tests {
     async fn an_outage_runs_from_the_first_failure_to_the_next_answer() {
         let health = Health::default();
         let error = || StoreError::Failed("read-only".into());
-        assert!(!health.answered(Timestamp(1)));
-        assert!(health.failed(Timestamp(10), "commit", &error()));
-        assert!(!health.failed(Timestamp(20), "commit", &error()));
+        assert!(!health.answered(Timestamp(1), Access::Write));
+        assert!(health.failed(Timestamp(10), Access::Read, "load", &error()));
+        assert!(!health.failed(Timestamp(20), Access::Write, "commit", &error()));
+        // A read that succeeds cannot tell that the store writes again.
+        assert!(!health.answered(Timestamp(25), Access::Read));
         assert_eq!((health.is_down(), health.down_since()), (true, Some(Timestamp(10))));
         let waiting = tokio::spawn({
             let up = health.up.subscribe();
@@ -112,8 +140,11 @@ mod tests {
                 up.wait_for(|up| *up).await.is_ok()
             }
         });
-        assert!(health.answered(Timestamp(30)));
+        assert!(health.answered(Timestamp(30), Access::Write));
         assert!(waiting.await.unwrap());
         assert_eq!((health.is_down(), health.down_since(), health.outages()), (false, None, 1));
+        // An outage of reads alone ends with a read.
+        assert!(health.failed(Timestamp(40), Access::Read, "load", &error()));
+        assert!(health.answered(Timestamp(41), Access::Read));
     }
 }

@@ -45,7 +45,7 @@ use crate::store::{
     TimerRow,
 };
 use handlers::Handler;
-use health::Health;
+use health::{Access, Health};
 use relay::Pending;
 use timers::TimerIndex;
 use worker::Runner;
@@ -671,12 +671,14 @@ impl EngineBuilder {
 /// before anything new, pending timers into the index. Then the workers start.
 async fn recover(weak: Weak<Shared>) {
     let Some(shared) = weak.upgrade() else { return };
-    let rows = shared.persist("read the outbox", || shared.store.pending_outbox()).await;
+    let rows =
+        shared.persist("read the outbox", Access::Read, || shared.store.pending_outbox()).await;
     if !rows.is_empty() {
         info!(rows = rows.len(), "sending the outbox rows left by the last run");
     }
     shared.relay(rows.into_iter().map(Pending::from).collect());
-    let timers = shared.persist("read the timers", || shared.store.pending_timers()).await;
+    let timers =
+        shared.persist("read the timers", Access::Read, || shared.store.pending_timers()).await;
     shared.recover_timers(timers);
     shared.ready.send_replace(true);
     shared.finish(1);
@@ -926,7 +928,7 @@ impl Shared {
 
     async fn record_dead_letters(&self, letters: Vec<NewDeadLetter>) {
         let count = letters.len() as u64;
-        self.persist("record dead letters", || {
+        self.persist("record dead letters", Access::Write, || {
             let mut batch = Batch { instances: Vec::new(), dead_letters: letters.clone() };
             Box::pin(async move { self.store.commit(&mut batch).await })
         })
@@ -940,18 +942,19 @@ impl Shared {
     async fn persist<'a, T>(
         &'a self,
         what: &str,
+        access: Access,
         mut call: impl FnMut() -> BoxFuture<'a, Result<T, StoreError>>,
     ) -> T {
         let mut failures = 0;
         loop {
             match call().await {
                 Ok(value) => {
-                    self.store_answered();
+                    self.store_answered(access);
                     return value;
                 }
                 Err(error) => {
                     failures += 1;
-                    self.store_failed(what, &error);
+                    self.store_failed(access, what, &error);
                     warn!(%error, failures, "could not {what}; trying again");
                     tokio::time::sleep(self.config.retry.backoff(failures)).await;
                 }
@@ -961,15 +964,15 @@ impl Shared {
 
     /// Records a failed store call: counted as a retry, and the start of an
     /// outage unless one is on.
-    fn store_failed(&self, what: &str, error: &StoreError) {
+    fn store_failed(&self, access: Access, what: &str, error: &StoreError) {
         self.counters.retried.fetch_add(1, Ordering::Relaxed);
-        self.health.failed(self.clock.now(), what, error);
+        self.health.failed(self.clock.now(), access, what, error);
     }
 
     /// Records a store call that succeeded: an outage on ends, and the
     /// timers it held back are looked at again.
-    fn store_answered(&self) {
-        if self.health.answered(self.clock.now()) {
+    fn store_answered(&self, access: Access) {
+        if self.health.answered(self.clock.now(), access) {
             self.timers_changed.notify_one();
             self.idle.notify_waiters();
         }

@@ -26,6 +26,7 @@ use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 use super::Shared;
+use super::health::Access;
 use crate::bus::{Settle, Settled};
 use crate::message::{Envelope, MessageId};
 use crate::store::{Letter, NewDeadLetter, OutboxRow};
@@ -239,7 +240,11 @@ async fn mark(
     if !sent.is_empty() {
         let count = sent.len();
         info!(target: "switchyard::outbox", "relay: {count} outbox row(s) delivered and marked sent");
-        shared.persist("mark outbox rows sent", || shared.store.mark_sent(sent.clone())).await;
+        shared
+            .persist("mark outbox rows sent", Access::Write, || {
+                shared.store.mark_sent(sent.clone())
+            })
+            .await;
         shared.finish(count);
     }
     let held: HashSet<Instance> = again.iter().filter_map(|row| row.instance.clone()).collect();

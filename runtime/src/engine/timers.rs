@@ -16,6 +16,7 @@ use tokio::sync::{Notify, watch};
 use tracing::info;
 
 use super::Shared;
+use super::health::Access;
 use crate::clock::Clock;
 use crate::message::{MessageId, Timestamp};
 use crate::store::TimerChange;
@@ -189,7 +190,7 @@ pub(super) async fn prune(
         }
         let Some(shared) = weak.upgrade() else { return };
         let before = clock.now() - retention;
-        let pruned = shared.persist("prune", || shared.store.prune(before)).await;
+        let pruned = shared.persist("prune", Access::Write, || shared.store.prune(before)).await;
         if pruned.tombstones + pruned.inbox > 0 {
             info!(tombstones = pruned.tombstones, inbox = pruned.inbox, "pruned");
         }

@@ -24,6 +24,7 @@ use tracing::{debug, info, info_span, warn};
 
 use super::Shared;
 use super::handlers::panic_message;
+use super::health::Access;
 use super::relay::Pending;
 use crate::bus::Ack;
 use crate::message::{Body, Envelope, MessageId, MessageKind, Timestamp};
@@ -432,14 +433,14 @@ async fn handle_batch<P: Process>(
             }
             Err(error) => {
                 outage += 1;
-                shared.store_failed("commit a batch", &error);
+                shared.store_failed(Access::Write, "commit a batch", &error);
                 debug!(%error, failures = outage, "the store failed the batch; trying it again");
                 tokio::time::sleep(shared.config.retry.backoff(outage)).await;
                 continue;
             }
         };
         outage = 0;
-        shared.store_answered();
+        shared.store_answered(Access::Write);
         let round = Round { groups: &mut groups, plans: &mut plans, again: &mut again };
         let conflicts = settle(shared, runner, cache, jobs, round, outcomes, &mut scratch.done);
         std::mem::swap(&mut groups, &mut again);
@@ -727,8 +728,9 @@ async fn load<P: Process>(
         return;
     }
     let keys: Vec<Arc<str>> = missing.iter().map(|(_, json)| json.clone()).collect();
-    let records =
-        shared.persist("load instances", || shared.store.load(P::NAME, keys.clone())).await;
+    let records = shared
+        .persist("load instances", Access::Read, || shared.store.load(P::NAME, keys.clone()))
+        .await;
     for ((index, json), record) in missing.into_iter().zip(records) {
         let group = &mut groups[index];
         group.loaded = true;
